@@ -1,0 +1,5 @@
+"""CogView for the Hugging Face stack. Importing the package registers the Auto classes."""
+
+from .configuration_cogview import COMMAND_TOKENS, CogViewConfig, CogViewVQVAEConfig
+from .modeling_cogview import CogViewForCausalLM, CogViewModel, CogViewPreTrainedModel
+from .modeling_cogview_vqvae import CogViewVQVAE

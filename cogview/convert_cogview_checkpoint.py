@@ -1,0 +1,291 @@
+"""Convert CogView checkpoints of the original release (Megatron/DeepSpeed) or of SwissArmyTransformer, and the
+release's VQ-VAE, into a folder that `CogViewForCausalLM.from_pretrained` (and `AutoModelForCausalLM`) loads.
+
+Every dimension is read off the tensors; only the head count is not in the weights (flag, SAT config, or 40).
+"""
+
+import argparse
+import builtins
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .configuration_cogview import COMMAND_TOKENS, CogViewConfig, CogViewVQVAEConfig
+from .modeling_cogview import CogViewForCausalLM
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is not what the converter expects; the message says what and how to fix it."""
+
+
+# DeepSpeed writes RNG states (python tuples, numpy arrays) and sets next to the weights. These are the only
+# non-tensor globals we let the unpickler build; anything else is refused (no arbitrary code from a file).
+SAFE_CHECKPOINT_GLOBALS = [
+    np._core.multiarray._reconstruct,
+    np.ndarray,
+    np.dtype,
+    np.dtypes.UInt32DType,
+    np.dtypes.Int64DType,
+    np.dtypes.Float64DType,
+    builtins.set,
+]
+
+DEFAULT_NUM_HEADS = 40  # the only released size: 48 layers x 2560 hidden x 40 heads
+RELEASE_IMAGE_VOCAB_SIZE = 8192
+RELEASE_TEXT_VOCAB_SIZE = 50000
+
+LAYER_RENAMES = {
+    "input_layernorm": "input_layernorm",
+    "third_layernorm": "post_attention_layernorm",
+    "post_attention_layernorm": "pre_feedforward_layernorm",
+    "fourth_layernorm": "post_feedforward_layernorm",
+    "attention.dense": "self_attn.o_proj",
+    "mlp.dense_h_to_4h": "mlp.fc1",
+    "mlp.dense_4h_to_h": "mlp.fc2",
+}
+GLOBAL_RENAMES = {
+    "word_embeddings.weight": "model.embed_tokens.weight",
+    "transformer.word_embeddings.weight": "model.embed_tokens.weight",  # SwissArmyTransformer's name
+    "transformer.position_embeddings.weight": "model.embed_positions.weight",
+    "transformer.final_layernorm.weight": "model.norm.weight",
+    "transformer.final_layernorm.bias": "model.norm.bias",
+}
+LAYER_KEY = re.compile(r"transformer\.layers\.(\d+)\.(.+)\.(weight|bias)$")
+
+
+def safe_torch_load(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"no such checkpoint file: {path}")
+    try:
+        with torch.serialization.safe_globals(SAFE_CHECKPOINT_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # the unpickler's message names the refused global
+        raise CheckpointError(f"cannot load {path} safely (weights_only=True): {error}") from error
+
+
+def locate_transformer_checkpoint(path: Path) -> tuple[Path, dict]:
+    """A release dir, a SAT dir or a .pt file -> (the .pt file, SAT model_config or {})."""
+    if path.is_file():
+        return path, {}
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint path {path} does not exist")
+    for tracker_name in ("latest_checkpointed_iteration.txt", "latest"):
+        tracker = path / tracker_name
+        if tracker.is_file():
+            iteration = tracker.read_text().strip()
+            model_file = path / iteration / "mp_rank_00_model_states.pt"
+            sat_config_file = path / "model_config.json"
+            sat_config = json.loads(sat_config_file.read_text()) if sat_config_file.is_file() else {}
+            if sat_config.get("model_parallel_size", 1) != 1:
+                raise CheckpointError("model-parallel checkpoints (model_parallel_size > 1) are not supported")
+            return model_file, sat_config
+    raise CheckpointError(
+        f"{path} holds neither latest_checkpointed_iteration.txt (release layout) nor latest (SwissArmyTransformer)"
+    )
+
+
+def load_transformer_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    model_file, sat_config = locate_transformer_checkpoint(Path(path))
+    checkpoint = safe_torch_load(model_file)
+    state_dict = checkpoint.get("module", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise CheckpointError(f"{model_file} holds no state dict (expected tensors under the 'module' key)")
+    return state_dict, sat_config
+
+
+def _require(state_dict: dict, key: str, where: str) -> torch.Tensor:
+    if key not in state_dict:
+        raise CheckpointError(f"missing key {key!r} in {where}: not a CogView transformer checkpoint")
+    return state_dict[key]
+
+
+def infer_config(
+    state_dict: dict[str, torch.Tensor],
+    num_attention_heads: int,
+    vq_config: CogViewVQVAEConfig | None,
+    text_vocab_size: int = RELEASE_TEXT_VOCAB_SIZE,
+) -> CogViewConfig:
+    word_key = "word_embeddings.weight" if "word_embeddings.weight" in state_dict else "transformer.word_embeddings.weight"
+    vocab_size, hidden_size = _require(state_dict, word_key, "the transformer").shape
+    max_positions = _require(state_dict, "transformer.position_embeddings.weight", "the transformer").shape[0]
+    layer_ids = {int(m.group(1)) for k in state_dict if (m := LAYER_KEY.match(k))}
+    if not layer_ids:
+        raise CheckpointError("no transformer.layers.* keys: not a CogView transformer checkpoint")
+    num_layers = max(layer_ids) + 1
+    intermediate = _require(state_dict, "transformer.layers.0.mlp.dense_h_to_4h.weight", "layer 0").shape[0]
+    if hidden_size % num_attention_heads:
+        raise CheckpointError(
+            f"hidden size {hidden_size} is not divisible by {num_attention_heads} heads: pass the right "
+            "--num_attention_heads"
+        )
+    image_vocab_size = vq_config.num_embeddings if vq_config is not None else RELEASE_IMAGE_VOCAB_SIZE
+    needed = image_vocab_size + text_vocab_size + len(COMMAND_TOKENS)
+    if needed > vocab_size:
+        raise CheckpointError(
+            f"the embedding has {vocab_size} rows but {image_vocab_size} image + {text_vocab_size} text + "
+            f"{len(COMMAND_TOKENS)} command tokens need {needed}: wrong VQ-VAE or tokenizer for this checkpoint"
+        )
+    return CogViewConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_attention_heads,
+        max_position_embeddings=max_positions,
+        image_vocab_size=image_vocab_size,
+        text_vocab_size=text_vocab_size,
+        vq_config=vq_config,
+    )
+
+
+def convert_transformer_state_dict(state_dict: dict[str, torch.Tensor], config: CogViewConfig) -> dict[str, torch.Tensor]:
+    """Release/SAT names -> ours; the fused [Q;K;V] rows are split into q_proj, k_proj, v_proj."""
+    converted = {}
+    for key, tensor in state_dict.items():
+        if key in GLOBAL_RENAMES:
+            converted[GLOBAL_RENAMES[key]] = tensor
+            continue
+        match = LAYER_KEY.match(key)
+        if match is None:
+            raise CheckpointError(f"unexpected key {key!r}: not a CogView transformer checkpoint")
+        layer, name, kind = match.groups()
+        prefix = f"model.layers.{layer}"
+        if name == "attention.query_key_value":
+            if tensor.shape[0] != 3 * config.hidden_size:
+                raise CheckpointError(f"{key} has {tensor.shape[0]} rows, expected 3 x hidden = {3 * config.hidden_size}")
+            for proj, part in zip(("q_proj", "k_proj", "v_proj"), tensor.chunk(3, dim=0)):
+                converted[f"{prefix}.self_attn.{proj}.{kind}"] = part.contiguous()
+        elif name in LAYER_RENAMES:
+            converted[f"{prefix}.{LAYER_RENAMES[name]}.{kind}"] = tensor
+        else:
+            raise CheckpointError(f"unexpected key {key!r}: not a CogView transformer checkpoint")
+    return converted
+
+
+def load_vqvae_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    state_dict = safe_torch_load(Path(path))
+    if not isinstance(state_dict, dict):
+        raise CheckpointError(f"{path} holds no state dict")
+    return {k.removeprefix("module."): v for k, v in state_dict.items()}
+
+
+def infer_vq_config(state_dict: dict[str, torch.Tensor]) -> CogViewVQVAEConfig:
+    codebook = _require(state_dict, "quantize_t.embed", "the VQ-VAE")
+    encoder_convs = sorted(
+        int(m.group(1)) for k in state_dict if (m := re.match(r"enc_b\.blocks\.(\d+)\.weight$", k))
+    )
+    if encoder_convs != list(range(0, 2 * len(encoder_convs), 2)):
+        raise CheckpointError(
+            f"VQ-VAE encoder layers at {encoder_convs}: only the release's simple layout (conv/ReLU stages, "
+            "no residual blocks) is supported"
+        )
+    first = state_dict[f"enc_b.blocks.{encoder_convs[0]}.weight"]
+    return CogViewVQVAEConfig(
+        in_channels=first.shape[1],
+        hidden_channels=first.shape[0],
+        embed_dim=codebook.shape[0],
+        num_embeddings=codebook.shape[1],
+        num_downsamples=len(encoder_convs) - 1,
+    )
+
+
+def convert_vqvae_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """enc_b/dec Sequentials keep their indices; the [dim, n] codebook buffer becomes an [n, dim] embedding.
+    The EMA statistics (cluster_size, embed_avg) only matter for training and are dropped."""
+    converted = {}
+    for key, tensor in state_dict.items():
+        if key.startswith("enc_b.blocks."):
+            converted["vqvae.encoder." + key.removeprefix("enc_b.blocks.")] = tensor
+        elif key.startswith("dec.blocks."):
+            converted["vqvae.decoder." + key.removeprefix("dec.blocks.")] = tensor
+        elif key == "quantize_t.embed":
+            converted["vqvae.quantizer.embedding.weight"] = tensor.t().contiguous()
+        elif key not in ("quantize_t.cluster_size", "quantize_t.embed_avg"):
+            raise CheckpointError(f"unexpected VQ-VAE key {key!r}")
+    return converted
+
+
+def build_model(config: CogViewConfig, state_dict: dict[str, torch.Tensor], dtype: torch.dtype | None) -> CogViewForCausalLM:
+    with torch.device("meta"):
+        model = CogViewForCausalLM(config)
+    expected = {k: v.shape for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    wrong_shape = [f"{k}: {tuple(state_dict[k].shape)} vs {tuple(s)}" for k, s in expected.items() if k in state_dict and state_dict[k].shape != s]
+    if missing or unexpected or wrong_shape:
+        raise CheckpointError(
+            "checkpoint does not fit the inferred architecture: "
+            + "; ".join(f"{what}: {items[:5]}" for what, items in (("missing", missing), ("unexpected", unexpected), ("shape", wrong_shape)) if items)
+        )
+    target_dtype = dtype or next(iter(state_dict.values())).dtype
+    model.load_state_dict({k: v.to(target_dtype) for k, v in state_dict.items()}, strict=False, assign=True)
+    model.tie_weights()
+    model.config.dtype = target_dtype
+    return model.eval()
+
+
+def convert(
+    checkpoint_path: str | Path,
+    output_dir: str | Path,
+    num_attention_heads: int | None = None,
+    vqvae_path: str | Path | None = None,
+    tokenizer_path: str | Path | None = None,
+    dtype: torch.dtype | None = None,
+) -> CogViewForCausalLM:
+    state_dict, sat_config = load_transformer_state_dict(Path(checkpoint_path))
+    heads = num_attention_heads or sat_config.get("num_attention_heads") or DEFAULT_NUM_HEADS
+    vq_config, weights = None, {}
+    if vqvae_path is not None:
+        vq_state_dict = load_vqvae_state_dict(Path(vqvae_path))
+        vq_config = infer_vq_config(vq_state_dict)
+        weights.update(convert_vqvae_state_dict(vq_state_dict))
+    text_vocab_size = RELEASE_TEXT_VOCAB_SIZE
+    if tokenizer_path is not None:
+        import sentencepiece  # only needed here
+
+        text_vocab_size = sentencepiece.SentencePieceProcessor(model_file=str(tokenizer_path)).get_piece_size()
+    config = infer_config(state_dict, heads, vq_config, text_vocab_size)
+    weights.update(convert_transformer_state_dict(state_dict, config))
+    model = build_model(config, weights, dtype)
+    model.save_pretrained(output_dir)
+    if tokenizer_path is not None:
+        from .processing_cogview import CogViewProcessor
+
+        CogViewProcessor.from_sentencepiece(tokenizer_path, config).save_pretrained(output_dir)
+    return model
+
+
+DTYPES = {"auto": None, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint_path", required=True, help="release dir, SwissArmyTransformer dir, or a .pt file")
+    parser.add_argument("--output_dir", required=True, help="folder to write the transformers model into")
+    parser.add_argument("--num_attention_heads", type=int, default=None, help="default: SAT config, else 40")
+    parser.add_argument("--vqvae_path", default=None, help="the release's VQ-VAE state dict (vqvae_hard_biggerset_011.pt)")
+    parser.add_argument("--tokenizer_path", default=None, help="SentencePiece model (cog-pretrain.model): writes the processor")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="auto", help="default: the checkpoint's own dtype")
+    args = parser.parse_args(argv)
+    try:
+        model = convert(
+            args.checkpoint_path, args.output_dir, args.num_attention_heads, args.vqvae_path, args.tokenizer_path, DTYPES[args.dtype]
+        )
+    except CheckpointError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    config = model.config
+    print(
+        f"wrote {args.output_dir}: {config.num_hidden_layers} layers, hidden {config.hidden_size}, "
+        f"{config.num_attention_heads} heads, vocab {config.vocab_size}, "
+        f"VQ-VAE {'yes' if config.vq_config is not None else 'no'}, {model.num_parameters():,} parameters"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

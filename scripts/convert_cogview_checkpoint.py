@@ -1,0 +1,10 @@
+#!/usr/bin/env python
+"""Convert an original CogView (or SwissArmyTransformer) checkpoint to a transformers folder. See --help."""
+
+import sys
+
+from cogview.convert_cogview_checkpoint import main
+
+
+if __name__ == "__main__":
+    sys.exit(main())

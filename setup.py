@@ -1,0 +1,38 @@
+from setuptools import find_packages, setup
+
+
+setup(
+    name="cogview",
+    version="0.1.0",
+    description="CogView (THUDM, NeurIPS 2021) text-to-image GPT for transformers, diffusers and PEFT",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    packages=find_packages(include=["cogview", "cogview.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        # a range that the CPU wheel already installed (`pip install torch==2.13.0`) satisfies
+        "torch>=2.6,<=2.14.1",
+        "transformers>=5.24,<6",
+        "tokenizers>=0.22",
+        "accelerate>=1.15",
+        "datasets>=5.2",
+        "diffusers>=0.42",
+        "peft>=0.21",
+        "safetensors>=0.6",
+        "sentencepiece>=0.2",
+        "protobuf>=5",  # the fast tokenizer's conversion from SentencePiece reads the model proto
+        "huggingface_hub>=2.4",
+        "pillow>=10",
+        "numpy",
+        "tqdm",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "scikit-learn>=1.5", "mlxtend>=0.23"],
+    },
+    entry_points={
+        "console_scripts": [
+            "cogview-convert=cogview.convert_cogview_checkpoint:main",
+        ]
+    },
+)
