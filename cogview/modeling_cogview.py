@@ -397,10 +397,14 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         return vqvae.decode(image_tokens)
 
 
+# Importing registers the Auto classes here, and makes save_pretrained write auto_map plus these files so a
+# saved folder loads with trust_remote_code=True where this package is not installed.
 AutoConfig.register("cogview", CogViewConfig, exist_ok=True)
 AutoConfig.register("cogview_vqvae", CogViewVQVAEConfig, exist_ok=True)
 AutoModel.register(CogViewConfig, CogViewModel, exist_ok=True)
 AutoModel.register(CogViewVQVAEConfig, CogViewVQVAE, exist_ok=True)
 AutoModelForCausalLM.register(CogViewConfig, CogViewForCausalLM, exist_ok=True)
+CogViewConfig.register_for_auto_class()
+CogViewForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 
 __all__ = ["CogViewForCausalLM", "CogViewLayerNorm", "CogViewModel", "CogViewPreTrainedModel"]

@@ -1,0 +1,54 @@
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cogview import CogViewConfig, CogViewForCausalLM
+from cogview.convert_cogview_checkpoint import convert
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+GOLDEN = FIXTURES / "golden"
+sys.path.insert(0, str(Path(__file__).parent))  # tests' own helpers (reference implementation, checkpoint maker)
+
+
+def tiny_config(**overrides) -> CogViewConfig:
+    """A model of the same class with other numbers: 64 image codes on a 4x4 grid, 100 text pieces."""
+    values = dict(
+        vocab_size=200,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=48,
+        image_vocab_size=64,
+        text_vocab_size=100,
+        image_grid_size=4,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        vq_config=dict(in_channels=3, hidden_channels=8, embed_dim=4, num_embeddings=64, num_downsamples=2),
+    )
+    values.update(overrides)
+    return CogViewConfig(**values)
+
+
+@pytest.fixture
+def tiny_model() -> CogViewForCausalLM:
+    torch.manual_seed(0)
+    return CogViewForCausalLM(tiny_config()).eval()
+
+
+@pytest.fixture(scope="session")
+def golden_model_dir(tmp_path_factory) -> Path:
+    """The golden release-layout checkpoint, converted with its VQ-VAE and tokenizer."""
+    output = tmp_path_factory.mktemp("golden-converted")
+    convert(
+        GOLDEN / "cogview-tiny-megatron",
+        output,
+        num_attention_heads=4,
+        vqvae_path=GOLDEN / "vqvae-tiny.pt",
+        tokenizer_path=GOLDEN / "tokenizer" / "cog-pretrain.model",
+        dtype=torch.float32,
+    )
+    return output

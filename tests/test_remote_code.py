@@ -1,0 +1,50 @@
+"""A saved folder carries its code: it loads with trust_remote_code where the package is not importable."""
+
+import json
+import subprocess
+import sys
+
+import torch
+from conftest import tiny_config
+
+from cogview import CogViewForCausalLM
+
+
+LOAD_WITHOUT_PACKAGE = """
+import sys
+sys.modules["cogview"] = None  # the package is not importable in this process
+import torch
+from transformers import AutoModelForCausalLM
+folder, ids_file = sys.argv[1], sys.argv[2]
+try:
+    AutoModelForCausalLM.from_pretrained(folder)
+    raise SystemExit("loaded without trust_remote_code")
+except ValueError:
+    pass
+model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
+assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
+ids = torch.load(ids_file)
+with torch.no_grad():
+    torch.save(model(ids).logits, ids_file + ".logits")
+"""
+
+
+def test_remote_code_loads_without_the_package(tmp_path):
+    torch.manual_seed(0)
+    model = CogViewForCausalLM(tiny_config()).eval()
+    model.save_pretrained(tmp_path / "model")
+    saved = sorted(p.name for p in (tmp_path / "model").iterdir())
+    assert {"configuration_cogview.py", "modeling_cogview.py", "modeling_cogview_vqvae.py"} <= set(saved)
+    auto_map = json.loads((tmp_path / "model" / "config.json").read_text())["auto_map"]
+    assert auto_map["AutoModelForCausalLM"] == "modeling_cogview.CogViewForCausalLM"
+
+    ids = torch.randint(0, 160, (2, 9))
+    torch.save(ids, tmp_path / "ids.pt")
+    env = {"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_WITHOUT_PACKAGE, str(tmp_path / "model"), str(tmp_path / "ids.pt")],
+        capture_output=True, text=True, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    with torch.no_grad():
+        torch.testing.assert_close(torch.load(tmp_path / "ids.pt.logits"), model(ids).logits, atol=0, rtol=0)
