@@ -3,3 +3,6 @@
 from .configuration_cogview import COMMAND_TOKENS, CogViewConfig, CogViewVQVAEConfig
 from .modeling_cogview import CogViewForCausalLM, CogViewModel, CogViewPreTrainedModel
 from .modeling_cogview_vqvae import CogViewVQVAE
+from .image_processing_cogview import CogViewImageProcessor
+from .processing_cogview import CogViewProcessor
+from .tokenization_cogview import CogViewTokenizer, CogViewTokenizerFast

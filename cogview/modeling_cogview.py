@@ -334,8 +334,16 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        pixel_values: torch.FloatTensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> CausalLMOutputWithPast:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`, *optional*):
+            Images whose VQ codes replace the image placeholders (`[MASK]`) that `CogViewProcessor` put in
+            `input_ids` (and in `labels`), one image per sequence.
+        """
+        if pixel_values is not None:
+            input_ids, labels = self.fill_image_placeholders(input_ids, labels, pixel_values)
         outputs: BaseModelOutputWithPast = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -371,6 +379,26 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
             txt_loss_scale=self.config.txt_loss_scale,
             num_items_in_batch=kwargs.get("num_items_in_batch"),
         )
+
+    def fill_image_placeholders(
+        self, input_ids: torch.LongTensor, labels: torch.LongTensor | None, pixel_values: torch.FloatTensor
+    ) -> tuple[torch.LongTensor, torch.LongTensor | None]:
+        """Ids are codes in CogView, so an encoded image simply takes the placeholder positions of its sequence."""
+        if input_ids is None:
+            raise ValueError("pixel_values need input_ids holding the image placeholders (build them with CogViewProcessor)")
+        placeholders = input_ids == self.config.command_token_id("[MASK]")
+        codes = self.get_image_tokens(pixel_values)
+        per_sequence = placeholders.sum(-1)
+        if codes.shape[0] != input_ids.shape[0] or not bool((per_sequence == codes.shape[1]).all()):
+            raise ValueError(
+                f"each sequence needs one image of {codes.shape[1]} codes in its placeholders; got "
+                f"{per_sequence.tolist()} placeholders for {codes.shape[0]} images"
+            )
+        input_ids = input_ids.masked_scatter(placeholders, codes)
+        if labels is not None:
+            label_placeholders = labels == self.config.command_token_id("[MASK]")
+            labels = labels.masked_scatter(label_placeholders, codes) if label_placeholders.any() else labels
+        return input_ids, labels
 
     def _require_vqvae(self) -> CogViewVQVAE:
         if self.vqvae is None:

@@ -206,7 +206,7 @@ def test_vqvae_round_trip_shapes_and_errors(tiny_model):
     codes = tiny_model.vqvae.encode(pixels)
     assert codes.shape == (2, 4, 3) and codes.dtype == torch.long
     assert tiny_model.decode_image_tokens(codes).shape == (2, 3, 16, 12)
-    square = tiny_model.get_image_tokens(pixels[..., :12])  # [B, 9] ids: a 3x3 grid
+    square = tiny_model.get_image_tokens(pixels[:, :, :12])  # [B, 9] ids: a 3x3 grid
     assert square.shape == (2, 9) and tiny_model.decode_image_tokens(square).shape == (2, 3, 12, 12)
     with pytest.raises(ValueError, match="multiples of 4"):
         tiny_model.vqvae.encode(torch.randn(1, 3, 10, 16))

@@ -48,3 +48,23 @@ def test_remote_code_loads_without_the_package(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     with torch.no_grad():
         torch.testing.assert_close(torch.load(tmp_path / "ids.pt.logits"), model(ids).logits, atol=0, rtol=0)
+
+
+LOAD_PROCESSOR_WITHOUT_PACKAGE = """
+import sys
+sys.modules["cogview"] = None
+from transformers import AutoProcessor
+processor = AutoProcessor.from_pretrained(sys.argv[1], trust_remote_code=True)
+assert type(processor).__module__.startswith("transformers_modules."), type(processor).__module__
+print(processor(text="一只可爱的猫")["input_ids"].tolist())
+"""
+
+
+def test_remote_code_processor(golden_model_dir, tmp_path):
+    env = {"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_PROCESSOR_WITHOUT_PACKAGE, str(golden_model_dir)],
+        capture_output=True, text=True, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "[[58199, 24147, 14404, 52698, 58208, 58193]]"
