@@ -6,3 +6,5 @@ from .modeling_cogview_vqvae import CogViewVQVAE
 from .image_processing_cogview import CogViewImageProcessor
 from .processing_cogview import CogViewProcessor
 from .tokenization_cogview import CogViewTokenizer, CogViewTokenizerFast
+from .pipeline_cogview import CogViewPipeline
+from .pipelines_cogview import CogViewImageToTextPipeline, CogViewTextToImagePipeline

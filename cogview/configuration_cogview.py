@@ -12,6 +12,22 @@ COMMAND_TOKENS = (
 )  # fmt: skip
 
 
+def drop_locally_registered_pipelines(kwargs: dict):
+    """A saved folder names its pipelines for remote code; where this package is imported and has registered a task
+    itself, the registered class serves it, so `pipeline("text-to-image", model=folder)` needs no remote code."""
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    custom = kwargs.get("custom_pipelines")
+    if not custom:
+        return
+    local = PIPELINE_REGISTRY.supported_tasks
+    kept = {task: info for task, info in custom.items() if not (task in local and local[task]["impl"].__name__ == info["impl"].split(".")[-1])}
+    if kept:
+        kwargs["custom_pipelines"] = kept
+    else:
+        kwargs.pop("custom_pipelines")
+
+
 @strict
 class CogViewVQVAEConfig(PreTrainedConfig):
     r"""
@@ -97,6 +113,7 @@ class CogViewConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         if self.pad_token_id is None:
             self.pad_token_id = self.command_token_id("[PAD]")
+        drop_locally_registered_pipelines(kwargs)
         super().__post_init__(**kwargs)
         self.validate_layout()
 

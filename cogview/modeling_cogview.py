@@ -8,11 +8,12 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PreTrained
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
-from transformers.generation import GenerationMixin
+from transformers.generation import GenerationMixin, LogitsProcessorList
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, slice_logits_to_keep
+from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
@@ -20,7 +21,9 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_cogview import CogViewConfig, CogViewVQVAEConfig
+from .generation_cogview import CogViewGuidance, CogViewLogitsProcessor, CogViewProgressStreamer
 from .modeling_cogview_vqvae import CogViewVQVAE
+from .pipelines_cogview import CUSTOM_PIPELINES, CogViewTextToImagePipeline
 
 
 class CogViewLayerNorm(nn.LayerNorm):
@@ -321,6 +324,72 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         self.post_init()
         if self.vqvae is not None:
             self.vqvae.requires_grad_(False)
+        # the release's sampling (text2image.sh): top-k 200 at temperature 1, one full grid of new tokens
+        self.generation_config.update(do_sample=True, top_k=200, temperature=1.0, max_new_tokens=config.num_image_tokens)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Also names the pipelines in config.json (their file travels as remote code with this one), so the
+        folder works with `pipeline(task, model=folder, trust_remote_code=True)` where the package is absent."""
+        self.config.custom_pipelines = CUSTOM_PIPELINES
+        try:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            del self.config.custom_pipelines
+
+    CAPTION_LENGTH = 20  # the release samples exactly 20 caption tokens ([MASK]*20), with no stop token
+
+    @torch.no_grad()
+    def generate(
+        self,
+        inputs: torch.Tensor | None = None,
+        generation_config=None,
+        logits_processor: LogitsProcessorList | None = None,
+        streamer=None,
+        guidance_scale: float | None = None,
+        progress_bar: bool = True,
+        preview_callback=None,
+        preview_every_rows: int = 4,
+        **kwargs,
+    ):
+        """`GenerationMixin.generate` with CogView's rules added (before top-k), and:
+
+        - `guidance_scale`: classifier-free guidance against `[ROI1] [BASE] [BOI1]`, in one doubled batch;
+        - a default length: the rest of an open image grid (so a completion prompt generates just the missing rows),
+          or 20 tokens for a caption prompt;
+        - `progress_bar` over the token loop, and `preview_callback(codes_so_far)` every `preview_every_rows` rows.
+        """
+        input_ids = inputs if inputs is not None else kwargs.get("input_ids")
+        rules = CogViewLogitsProcessor(self.config)
+        processors = LogitsProcessorList(logits_processor or [])
+        if not any(isinstance(p, CogViewLogitsProcessor) for p in processors):
+            processors.insert(0, rules)
+        config = generation_config if generation_config is not None else self.generation_config
+        scale = guidance_scale if guidance_scale is not None else getattr(config, "guidance_scale", None)
+        if scale is not None and scale != 1:
+            kwargs["guidance"] = CogViewGuidance(self.config, scale, kwargs.get("attention_mask"))
+        kwargs["guidance_scale"] = None  # ours, not the library's unbatched variant
+
+        new_tokens = kwargs.get("max_new_tokens")
+        if new_tokens is None and kwargs.get("max_length") is None and input_ids is not None:
+            new_tokens = self._default_new_tokens(input_ids, rules)
+            if new_tokens is not None:
+                kwargs["max_new_tokens"] = new_tokens
+        if progress_bar or preview_callback is not None:
+            total = new_tokens if new_tokens is not None else config.max_new_tokens
+            streamer = CogViewProgressStreamer(
+                total, self.config.image_grid_size, progress_bar, preview_callback, preview_every_rows, inner=streamer
+            )
+        return super().generate(inputs, generation_config=generation_config, logits_processor=processors, streamer=streamer, **kwargs)
+
+    def _default_new_tokens(self, input_ids: torch.LongTensor, rules: CogViewLogitsProcessor) -> int | None:
+        filled = rules.image_tokens_so_far(input_ids)
+        if bool((filled >= 0).all()):
+            if len(set(filled.tolist())) != 1:
+                raise ValueError(f"the prompts have different numbers of image tokens already ({filled.tolist()}); pass max_new_tokens")
+            return self.config.num_image_tokens - int(filled[0])
+        if bool((input_ids[:, -1] == self.config.command_token_id("[ROI1]")).all()):
+            return self.CAPTION_LENGTH
+        return None
 
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple
@@ -335,15 +404,23 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         pixel_values: torch.FloatTensor | None = None,
+        guidance: CogViewGuidance | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> CausalLMOutputWithPast:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`, *optional*):
             Images whose VQ codes replace the image placeholders (`[MASK]`) that `CogViewProcessor` put in
             `input_ids` (and in `labels`), one image per sequence.
+        guidance (`CogViewGuidance`, *optional*):
+            Set by `generate(guidance_scale=...)`: runs each row with its unconditional twin in one doubled batch
+            and returns guided log-probabilities for the original rows.
         """
         if pixel_values is not None:
             input_ids, labels = self.fill_image_placeholders(input_ids, labels, pixel_values)
+        if guidance is not None:
+            prefill = cache is None or cache.get_seq_length() == 0
+            input_ids, attention_mask = guidance.double_inputs(input_ids, prefill)
+            position_ids = None  # derived from the doubled mask
         outputs: BaseModelOutputWithPast = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -354,6 +431,8 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
             **kwargs,
         )
         logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
+        if guidance is not None:
+            logits = guidance.combine(logits)
 
         loss = None
         if labels is not None:
@@ -400,6 +479,30 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
             labels = labels.masked_scatter(label_placeholders, codes) if label_placeholders.any() else labels
         return input_ids, labels
 
+    @torch.no_grad()
+    def caption_scores(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+    ) -> torch.FloatTensor:
+        """Self-reranking (§6.3): per sequence `[BASE] [BOI1] image [EOI1] [ROI1] text`, the sum of log p(text token)
+        over the text after the last [ROI1], with image ids excluded from the softmax. Higher is better."""
+        if pixel_values is not None:
+            input_ids, _ = self.fill_image_placeholders(input_ids, None, pixel_values)
+        logits = self(input_ids, attention_mask=attention_mask).logits.float()
+        logits[..., : self.config.image_vocab_size] = -float("inf")
+        token_logprobs = logits[:, :-1].log_softmax(-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        roi = self.config.command_token_id("[ROI1]")
+        last_roi = torch.where(input_ids == roi, positions, -1).amax(-1, keepdim=True)
+        if bool((last_roi < 0).any()):
+            raise ValueError("every sequence needs [ROI1] before its caption (build them with processor(images=, text=))")
+        scored = positions[1:] > last_roi  # targets after [ROI1]
+        if attention_mask is not None:
+            scored = scored & attention_mask[:, 1:].bool()
+        return torch.where(scored, token_logprobs, 0.0).sum(-1)  # (-inf image targets outside the caption)
+
     def _require_vqvae(self) -> CogViewVQVAE:
         if self.vqvae is None:
             raise ValueError(
@@ -432,6 +535,9 @@ AutoConfig.register("cogview_vqvae", CogViewVQVAEConfig, exist_ok=True)
 AutoModel.register(CogViewConfig, CogViewModel, exist_ok=True)
 AutoModel.register(CogViewVQVAEConfig, CogViewVQVAE, exist_ok=True)
 AutoModelForCausalLM.register(CogViewConfig, CogViewForCausalLM, exist_ok=True)
+PIPELINE_REGISTRY.register_pipeline(
+    "text-to-image", pipeline_class=CogViewTextToImagePipeline, pt_model=AutoModelForCausalLM, type="multimodal"
+)
 CogViewConfig.register_for_auto_class()
 CogViewForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 

@@ -72,13 +72,16 @@ class CogViewProcessor(ProcessorMixin):
         image_codes: torch.Tensor | np.ndarray | list | None = None,
         task: str | None = None,
         return_labels: bool = False,
+        keep_rows: int | None = None,
         truncation: bool = False,
         return_tensors: str | None = "pt",
         **kwargs,
     ) -> BatchFeature:
         """Build CogView sequences. `task` defaults to text-to-image when no image is given, else image-to-text.
         With `return_labels=True` the full training sequence is built (right padding, `labels` = ids with padding
-        set to -100; the text-loss weight of §3.8 is applied by the model from `config.txt_loss_scale`)."""
+        set to -100; the text-loss weight of §3.8 is applied by the model from `config.txt_loss_scale`).
+        With `keep_rows=k` and `image_codes`, a text-to-image prompt keeps the first k rows of each image, for
+        text-guided completion of the rest."""
         if kwargs:
             raise TypeError(f"unexpected arguments: {', '.join(kwargs)}")
         has_image = images is not None or image_codes is not None
@@ -104,7 +107,15 @@ class CogViewProcessor(ProcessorMixin):
             if return_labels and image_ids is None:
                 raise ValueError("text-to-image training sequences need the target images (images= or image_codes=)")
             if not return_labels and image_ids is not None:
-                raise ValueError("a text-to-image prompt takes no image; pass return_labels=True for training sequences")
+                if keep_rows is None or image_codes is None:
+                    raise ValueError(
+                        "a text-to-image prompt takes an image only for completion (image_codes= with keep_rows=k) or "
+                        "training (return_labels=True)"
+                    )
+                side = int(round(self.image_seq_length**0.5))
+                if not 0 <= keep_rows <= side:
+                    raise ValueError(f"keep_rows must lie in [0, {side}], got {keep_rows}")
+                image_ids = [ids[: keep_rows * side] for ids in image_ids]
         else:
             if image_ids is None:
                 raise ValueError("image-to-text needs images (pixels) or image_codes")
@@ -157,8 +168,8 @@ class CogViewProcessor(ProcessorMixin):
             logger.warning("text of %d tokens truncated to %d to fit %d positions", len(text_ids), room, self.max_length)
             text_ids = text_ids[:room]
         if task == "text-to-image":
-            prompt = [roi, *text_ids, base, boi]
-            return prompt + image_ids + [eoi] if full else prompt
+            prompt = [roi, *text_ids, base, boi, *(image_ids or [])]
+            return prompt + [eoi] if full else prompt
         return [base, boi, *image_ids, eoi, roi, *text_ids]
 
     def _pad(self, sequences: list[list[int]], padding_side: str, return_labels: bool) -> dict:
