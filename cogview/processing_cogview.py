@@ -77,7 +77,8 @@ class CogViewProcessor(ProcessorMixin):
         return_tensors: str | None = "pt",
         **kwargs,
     ) -> BatchFeature:
-        """Build CogView sequences. `task` defaults to text-to-image when no image is given, else image-to-text.
+        """Build CogView sequences. `task` defaults to image-to-text when an image is given (without `keep_rows`),
+        else text-to-image.
         With `return_labels=True` the full training sequence is built (right padding, `labels` = ids with padding
         set to -100; the text-loss weight of §3.8 is applied by the model from `config.txt_loss_scale`).
         With `keep_rows=k` and `image_codes`, a text-to-image prompt keeps the first k rows of each image, for
@@ -87,7 +88,7 @@ class CogViewProcessor(ProcessorMixin):
         has_image = images is not None or image_codes is not None
         if images is not None and image_codes is not None:
             raise ValueError("pass images (pixels) or image_codes, not both")
-        task = task or ("image-to-text" if has_image else "text-to-image")
+        task = task or ("image-to-text" if has_image and keep_rows is None else "text-to-image")
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         texts = [text] if isinstance(text, str) else text

@@ -40,6 +40,19 @@ def tiny_model() -> CogViewForCausalLM:
 
 
 @pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random model (4x4 grid of 64 codes, 16 px images) with CogView's real tokenizer and a processor."""
+    from cogview import CogViewProcessor
+
+    output = tmp_path_factory.mktemp("tiny-model")
+    torch.manual_seed(0)
+    config = tiny_config(vocab_size=50100, text_vocab_size=50000, max_position_embeddings=64)
+    CogViewForCausalLM(config).save_pretrained(output)
+    CogViewProcessor.from_sentencepiece(GOLDEN / "tokenizer" / "cog-pretrain.model", config).save_pretrained(output)
+    return output
+
+
+@pytest.fixture(scope="session")
 def golden_model_dir(tmp_path_factory) -> Path:
     """The golden release-layout checkpoint, converted with its VQ-VAE and tokenizer."""
     output = tmp_path_factory.mktemp("golden-converted")

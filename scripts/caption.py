@@ -1,0 +1,48 @@
+#!/usr/bin/env python
+"""Caption images with a CogView model (image -> text, the release's caption layout). Prints one line per caption."""
+
+import argparse
+import sys
+from pathlib import Path
+
+import PIL.Image
+import torch
+
+from cogview import CogViewForCausalLM, CogViewProcessor
+
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "cogview-digits"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="model folder (default: the bundled digits model)")
+    parser.add_argument("--image", nargs="+", required=True, help="image file(s)")
+    parser.add_argument("--num_captions", type=int, default=1, help="sampled captions per image")
+    parser.add_argument("--max_new_tokens", type=int, default=None, help="default: 20, as the release")
+    parser.add_argument("--greedy", action="store_true", help="the most likely caption instead of sampling")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    images = []
+    for path in args.image:
+        try:
+            images.append(PIL.Image.open(path))
+        except (OSError, ValueError) as error:
+            print(f"error: cannot read image {path}: {error}", file=sys.stderr)
+            return 2
+    model = CogViewForCausalLM.from_pretrained(args.model).eval()
+    processor = CogViewProcessor.from_pretrained(args.model)
+    torch.manual_seed(args.seed)
+    options = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
+    if args.greedy:
+        options["do_sample"] = False
+    for path, image in zip(args.image, images):
+        sequences = model.generate(**processor(images=image), num_return_sequences=args.num_captions, progress_bar=False, **options)
+        for sequence in sequences:
+            print(f"{path}\t{processor.decode_caption(sequence)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""generate with CogView's rules: valid ids in every mode, cache/batch/CFG equivalences, completion, streaming."""
+
+import PIL.Image
+import pytest
+import torch
+
+from cogview import CogViewForCausalLM, CogViewProcessor
+from cogview.generation_cogview import CogViewGuidance, CogViewLogitsProcessor
+
+
+@pytest.fixture(scope="module")
+def model_and_processor(tiny_model_dir):
+    return CogViewForCausalLM.from_pretrained(tiny_model_dir).eval(), CogViewProcessor.from_pretrained(tiny_model_dir)
+
+
+PROMPTS = ["一只可爱的猫", "老虎 在 草地上 散步"]
+
+
+def test_text_to_image_batch_yields_valid_images(model_and_processor):
+    model, processor = model_and_processor
+    torch.manual_seed(0)
+    inputs = processor(text=PROMPTS)
+    sequences = model.generate(**inputs, num_return_sequences=3, top_k=None, progress_bar=False)
+    assert sequences.shape == (6, inputs["input_ids"].shape[1] + 16)  # the default length: one full 4x4 grid
+    image_tokens = sequences[:, -16:]
+    assert bool((image_tokens >= 0).all() and (image_tokens < model.config.image_vocab_size).all())
+    images = processor.postprocess(model.decode_image_tokens(image_tokens))
+    assert len(images) == 6 and all(isinstance(i, PIL.Image.Image) and i.size == (16, 16) for i in images)
+
+
+def test_sampling_is_reproducible_with_a_seed(model_and_processor):
+    model, processor = model_and_processor
+    inputs = processor(text=PROMPTS[0])
+    torch.manual_seed(3)
+    first = model.generate(**inputs, num_return_sequences=2, progress_bar=False)
+    torch.manual_seed(3)
+    assert torch.equal(first, model.generate(**inputs, num_return_sequences=2, progress_bar=False))
+
+
+def test_greedy_is_the_same_with_and_without_cache_and_batched_or_alone(model_and_processor):
+    model, processor = model_and_processor
+    batched = model.generate(**processor(text=PROMPTS), do_sample=False, progress_bar=False)[:, -16:]
+    no_cache = model.generate(**processor(text=PROMPTS), do_sample=False, use_cache=False, progress_bar=False)[:, -16:]
+    alone = torch.cat([model.generate(**processor(text=p), do_sample=False, progress_bar=False)[:, -16:] for p in PROMPTS])
+    assert torch.equal(batched, no_cache) and torch.equal(batched, alone)
+    static = model.generate(**processor(text=PROMPTS), do_sample=False, cache_implementation="static", progress_bar=False)
+    assert torch.equal(static[:, -16:], batched)
+
+
+def test_guidance_scale_one_through_the_doubled_batch_equals_no_guidance(model_and_processor):
+    model, processor = model_and_processor
+    inputs = processor(text=PROMPTS)
+    plain = model.generate(**inputs, do_sample=False, progress_bar=False)
+    doubled = model.generate(**inputs, do_sample=False, progress_bar=False, guidance=CogViewGuidance(model.config, 1.0, inputs["attention_mask"]))
+    assert torch.equal(plain, doubled)
+    assert torch.equal(plain, model.generate(**inputs, do_sample=False, guidance_scale=1.0, progress_bar=False))
+
+
+def test_guidance_changes_the_image_and_matches_its_definition(model_and_processor):
+    model, processor = model_and_processor
+    inputs = processor(text=PROMPTS[:1])
+    guided = model.generate(**inputs, do_sample=False, guidance_scale=5.0, progress_bar=False)
+    assert not torch.equal(guided, model.generate(**inputs, do_sample=False, progress_bar=False))
+    static = model.generate(**inputs, do_sample=False, guidance_scale=5.0, cache_implementation="static", progress_bar=False)
+    assert torch.equal(guided, static)
+    # first guided token = argmax of uncond + 5 (cond - uncond) over image ids, from two plain forwards
+    unconditional = processor.tokenizer.convert_tokens_to_ids(["[ROI1]", "[BASE]", "[BOI1]"])
+    with torch.no_grad():
+        cond = model(**inputs).logits[0, -1].log_softmax(-1)
+        uncond = model(torch.tensor([unconditional])).logits[0, -1].log_softmax(-1)
+    expected = (uncond + 5.0 * (cond - uncond))[:64].argmax()
+    assert guided[0, inputs["input_ids"].shape[1]] == expected
+
+
+def test_captioning_yields_text_ids(model_and_processor):
+    model, processor = model_and_processor
+    torch.manual_seed(0)
+    image = PIL.Image.new("RGB", (20, 24), (200, 30, 30))
+    inputs = processor(images=[image, image])
+    sequences = model.generate(**inputs, progress_bar=False)
+    caption = sequences[:, inputs["input_ids"].shape[1] :]
+    assert caption.shape == (2, 20)  # the release's caption length
+    config = model.config
+    assert bool(((caption >= config.text_token_offset) & (caption < config.command_token_offset)).all())
+    assert isinstance(processor.decode_caption(sequences[0]), str)
+
+
+def test_completion_keeps_the_given_rows(model_and_processor):
+    model, processor = model_and_processor
+    codes = torch.randint(0, 64, (2, 4, 4), generator=torch.Generator().manual_seed(0))
+    inputs = processor(text=PROMPTS, image_codes=codes, keep_rows=2)
+    sequences = model.generate(**inputs, progress_bar=False)
+    assert sequences.shape[1] == inputs["input_ids"].shape[1] + 8  # only the two missing rows
+    grid = sequences[:, -16:].view(2, 4, 4)
+    assert torch.equal(grid[:, :2], codes[:, :2]) and bool((grid < 64).all())
+
+
+def test_rules_processor_modes():
+    from conftest import tiny_config
+
+    config = tiny_config()
+    rules = CogViewLogitsProcessor(config)
+    roi, base, boi, eoi = (config.command_token_id(t) for t in ("[ROI1]", "[BASE]", "[BOI1]", "[EOI1]"))
+    scores = torch.zeros(4, config.vocab_size)
+    rows = [
+        [roi, 70, base, boi] + [1] * 4,  # an open image: image ids only
+        [boi] + [5] * 16,  # the grid is full: close the image
+        [70] * 17,  # plain text: anything but image ids
+        [base, boi] + [1] * 12 + [eoi, roi, 70],  # a caption: text ids only
+    ]
+    length = max(len(r) for r in rows)
+    ids = torch.tensor([[config.pad_token_id] * (length - len(r)) + r for r in rows])
+    allowed = torch.isfinite(rules(ids, scores))
+    vocab = torch.arange(config.vocab_size)
+    assert torch.equal(allowed[0], vocab < 64)
+    assert torch.equal(allowed[1], vocab == eoi)
+    assert torch.equal(allowed[2], (vocab >= 64) & (vocab < config.num_real_tokens))
+    assert torch.equal(allowed[3], (vocab >= 64) & (vocab < 164))
+
+
+def test_progress_and_preview(model_and_processor):
+    model, processor = model_and_processor
+    previews = []
+    model.generate(**processor(text=PROMPTS), preview_callback=previews.append, preview_every_rows=1, progress_bar=True)
+    assert [p.shape for p in previews] == [(2, 4), (2, 8), (2, 12), (2, 16)]
+
+
+def test_caption_scores_are_the_sum_of_text_log_probs(model_and_processor):
+    model, processor = model_and_processor
+    codes = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(1))
+    inputs = processor(image_codes=codes, text=["一只可爱的猫", "猫"])
+    scores = model.caption_scores(**inputs)
+    for row in range(2):
+        ids = inputs["input_ids"][row][inputs["attention_mask"][row].bool()][None]
+        with torch.no_grad():
+            logits = model(ids).logits[0].float()
+        logits[:, :64] = -float("inf")
+        start = ids[0].tolist().index(processor.token_id("[ROI1]"))
+        expected = sum(logits[t].log_softmax(-1)[ids[0, t + 1]] for t in range(start, ids.shape[1] - 1))
+        assert torch.allclose(scores[row], expected, atol=1e-4)
