@@ -130,9 +130,9 @@ class CogViewProcessor(ProcessorMixin):
         for i in range(count):
             text_ids = self._encode_text(texts[i]) if texts is not None else []
             image = image_ids[i] if image_ids is not None else None
-            sequences.append(self._layout(task, text_ids, image, return_labels, truncation))
+            sequences.append(self.layout(task, text_ids, image, return_labels, truncation))
 
-        encoding = self._pad(sequences, padding_side="right" if return_labels else "left", return_labels=return_labels)
+        encoding = self.pad_sequences(sequences, padding_side="right" if return_labels else "left", return_labels=return_labels)
         if pixel_values is not None:
             encoding["pixel_values"] = pixel_values
         return BatchFeature(encoding, tensor_type=return_tensors)
@@ -152,7 +152,11 @@ class CogViewProcessor(ProcessorMixin):
             raise ValueError(f"image codes must lie in [0, {image_vocab_size}), got [{int(codes.min())}, {int(codes.max())}]")
         return codes.tolist()
 
-    def _layout(self, task: str, text_ids: list[int], image_ids: list[int] | None, full: bool, truncation: bool) -> list[int]:
+    def layout(
+        self, task: str, text_ids: list[int], image_ids: list[int] | None, full: bool = False, truncation: bool = False
+    ) -> list[int]:
+        """One sequence of ids in the release layout of `task` (`full`: the training sequence) from text ids and image
+        ids that are already tokenized (what a data pipeline stores)."""
         roi, base, boi, eoi = (self.token_id(t) for t in ("[ROI1]", "[BASE]", "[BOI1]", "[EOI1]"))
         # room the sequence needs besides the text: commands, plus the image (generated or given)
         if task == "text-to-image":
@@ -173,7 +177,8 @@ class CogViewProcessor(ProcessorMixin):
             return prompt + [eoi] if full else prompt
         return [base, boi, *image_ids, eoi, roi, *text_ids]
 
-    def _pad(self, sequences: list[list[int]], padding_side: str, return_labels: bool) -> dict:
+    def pad_sequences(self, sequences: list[list[int]], padding_side: str, return_labels: bool) -> dict:
+        """[PAD] to the longest, an attention mask, and (training) labels with padding set to -100."""
         pad = self.token_id("[PAD]")
         longest = max(len(s) for s in sequences)
         input_ids, attention_mask = [], []

@@ -1,0 +1,230 @@
+#!/usr/bin/env python
+"""Train CogView with the transformers Trainer on data from tokenize_dataset.py: from scratch (a VQ-VAE from
+train_vqvae.py + a SentencePiece model + transformer sizes) or from a checkpoint, optionally with LoRA (PEFT).
+Runs unchanged under `accelerate launch`; resumes from the last checkpoint in --output_dir. The result loads with
+`from_pretrained` and the pipelines, with its processor and a model card."""
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+from string import Template
+
+import torch
+from datasets import load_from_disk
+from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from cogview import CogViewConfig, CogViewForCausalLM, CogViewImageProcessor, CogViewProcessor, CogViewTokenizerFast, CogViewVQVAE
+
+
+MODEL_CARD = Path(__file__).resolve().parent.parent / "model_card.md"
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2"]
+
+
+class CogViewCollator:
+    """Stored rows (codes, text_ids) -> right-padded training sequences with labels, in the release layouts: each
+    row becomes a text-to-image or a captioning sequence (`tasks`), chosen at random when both are trained."""
+
+    def __init__(self, processor: CogViewProcessor, tasks: list[str], seed: int = 0):
+        self.processor, self.tasks, self.random = processor, tasks, random.Random(seed)
+
+    def __call__(self, rows: list[dict]) -> dict:
+        sequences = [
+            self.processor.layout(self.random.choice(self.tasks), row["text_ids"], row["codes"], full=True, truncation=True)
+            for row in rows
+        ]
+        batch = self.processor.pad_sequences(sequences, padding_side="right", return_labels=True)
+        return {key: torch.tensor(value) for key, value in batch.items()}
+
+
+def new_model(args, dataset) -> tuple[CogViewForCausalLM, CogViewProcessor]:
+    vqvae = CogViewVQVAE.from_pretrained(args.vqvae)
+    image_processor = CogViewImageProcessor.from_pretrained(args.vqvae)
+    tokenizer = CogViewTokenizerFast(vocab_file=args.tokenizer, image_vocab_size=vqvae.config.num_embeddings)
+    image_tokens = len(dataset[0]["codes"])
+    grid = math.isqrt(image_tokens)
+    if grid * grid != image_tokens:
+        raise SystemExit(f"error: {image_tokens} codes per image do not form a square grid")
+    longest_text = max(len(ids) for ids in dataset["text_ids"])
+    real_tokens = len(tokenizer)  # image codes + text pieces + command tokens
+    config = CogViewConfig(
+        vocab_size=-(-real_tokens // 8) * 8,  # rows padded to a multiple of 8, as the release pads to 128
+        hidden_size=args.hidden_size,
+        intermediate_size=4 * args.hidden_size,
+        num_hidden_layers=args.num_layers,
+        num_attention_heads=args.num_heads,
+        max_position_embeddings=image_tokens + longest_text + 4 + args.extra_positions,
+        image_vocab_size=vqvae.config.num_embeddings,
+        text_vocab_size=tokenizer.vocab_size - vqvae.config.num_embeddings,
+        image_grid_size=grid,
+        hidden_dropout=args.dropout,
+        attention_dropout=args.dropout,
+        txt_loss_scale=args.txt_loss_scale if args.txt_loss_scale is not None else 1.0,
+        vq_config=vqvae.config,
+    )
+    model = CogViewForCausalLM(config)
+    model.vqvae.load_state_dict(vqvae.state_dict())
+    processor = CogViewProcessor(image_processor, tokenizer, image_seq_length=image_tokens, max_length=config.max_position_embeddings)
+    return model, processor
+
+
+def with_lora(model, args):
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
+    model = get_peft_model(model, config)
+    model.print_trainable_parameters()
+    return model
+
+
+def write_model_card(output_dir: Path, model: CogViewForCausalLM, args, metrics: dict):
+    config = model.config
+    sampling = ", ".join(f"{k} {getattr(model.generation_config, k)}" for k in ("do_sample", "top_k", "temperature", "max_new_tokens"))
+    training = (
+        f"{metrics['steps']} steps, batch {args.per_device_train_batch_size} per device, learning rate "
+        f"{args.learning_rate}, tasks {', '.join(args.tasks)}, text-loss weight {config.txt_loss_scale}"
+        f"{', LoRA r=' + str(args.lora_r) if args.lora_r else ''}; final training loss {metrics['train_loss']:.4f}, "
+        f"{metrics['train_seconds']:.0f} s on {metrics['device']}. Data: `{args.dataset}` ({metrics['rows']} rows)."
+    )
+    card = Template(MODEL_CARD.read_text(encoding="utf-8")).substitute(
+        name=args.model_name or output_dir.name,
+        repo=args.model_name or str(output_dir),
+        base_model_line=f"base_model: {args.model}" if args.model else "",
+        description=args.description,
+        example_prompt=args.example_prompt,
+        layers=config.num_hidden_layers,
+        hidden=config.hidden_size,
+        heads=config.num_attention_heads,
+        parameters=f"{model.num_parameters():,}",
+        image_vocab=config.image_vocab_size,
+        text_vocab=config.text_vocab_size,
+        image_size=config.image_grid_size * (config.vq_config.downsample_factor if config.vq_config else 8),
+        grid=config.image_grid_size,
+        training=training,
+        sampling=sampling,
+    )
+    (output_dir / "README.md").write_text(card, encoding="utf-8")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset", required=True, help="tokenize_dataset.py output (the dataset folder)")
+    parser.add_argument("--split", default="train", help="rows whose 'split' column has this value (if the column exists)")
+    parser.add_argument("--output_dir", required=True)
+    start = parser.add_mutually_exclusive_group(required=True)
+    start.add_argument("--model", help="continue from this CogView model folder (fine-tuning, LoRA)")
+    start.add_argument("--vqvae", help="from scratch: the VQ-VAE folder from train_vqvae.py")
+    parser.add_argument("--tokenizer", help="from scratch: the SentencePiece .model file")
+    parser.add_argument("--num_layers", type=int, default=4)
+    parser.add_argument("--hidden_size", type=int, default=256)
+    parser.add_argument("--num_heads", type=int, default=8)
+    parser.add_argument("--dropout", type=float, default=0.0)
+    parser.add_argument("--extra_positions", type=int, default=8, help="positions beyond the longest training sequence")
+    parser.add_argument("--tasks", default="text-to-image,image-to-text", help="comma-separated: text-to-image, image-to-text")
+    parser.add_argument("--txt_loss_scale", type=float, default=None, help="loss weight of text positions (default: the model's)")
+    parser.add_argument("--max_steps", type=int, default=1000)
+    parser.add_argument("--per_device_train_batch_size", type=int, default=32)
+    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--warmup_ratio", type=float, default=0.05)
+    parser.add_argument("--weight_decay", type=float, default=0.01)
+    parser.add_argument("--gradient_checkpointing", action="store_true")
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--save_steps", type=int, default=500)
+    parser.add_argument("--logging_steps", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lora_r", type=int, default=0, help="> 0: train LoRA adapters on q/k/v/o_proj and fc1/fc2")
+    parser.add_argument("--lora_alpha", type=int, default=16)
+    parser.add_argument("--lora_dropout", type=float, default=0.0)
+    parser.add_argument("--merge_lora", action="store_true", help="save the merged model instead of the adapter")
+    parser.add_argument("--gen_top_k", type=int, default=None, help="sampling default written to generation_config.json")
+    parser.add_argument("--gen_temperature", type=float, default=None, help="sampling default written to generation_config.json")
+    parser.add_argument("--model_name", default=None, help="the model card's name and repo id")
+    parser.add_argument("--description", default="", help="a paragraph for the model card")
+    parser.add_argument("--example_prompt", default="a handwritten digit 7")
+    args = parser.parse_args(argv)
+    args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if any(t not in ("text-to-image", "image-to-text") for t in args.tasks) or not args.tasks:
+        parser.error("--tasks takes text-to-image and/or image-to-text")
+    if args.vqvae and not args.tokenizer:
+        parser.error("--vqvae (training from scratch) needs --tokenizer")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    output_dir = Path(args.output_dir)
+    dataset = load_from_disk(args.dataset)
+    if "split" in dataset.column_names and args.split:
+        dataset = dataset.filter(lambda split: split == args.split, input_columns="split")
+    if len(dataset) == 0:
+        raise SystemExit("error: no training rows")
+
+    torch.manual_seed(args.seed)
+    if args.model:
+        model, processor = CogViewForCausalLM.from_pretrained(args.model), CogViewProcessor.from_pretrained(args.model)
+        if args.txt_loss_scale is not None:
+            model.config.txt_loss_scale = args.txt_loss_scale
+    else:
+        model, processor = new_model(args, dataset)
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    trained = with_lora(model, args) if args.lora_r else model
+
+    training_args = TrainingArguments(
+        output_dir=str(output_dir),
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        learning_rate=args.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=int(args.warmup_ratio * args.max_steps),
+        weight_decay=args.weight_decay,
+        bf16=args.bf16,
+        use_cpu=not torch.cuda.is_available(),
+        save_steps=args.save_steps,
+        save_total_limit=2,
+        logging_steps=args.logging_steps,
+        report_to=[],
+        remove_unused_columns=False,  # the collator reads codes and text_ids
+        dataloader_drop_last=True,
+        seed=args.seed,
+        ddp_find_unused_parameters=False,
+    )
+    trainer = Trainer(model=trained, args=training_args, train_dataset=dataset, data_collator=CogViewCollator(processor, args.tasks, args.seed))
+    last_checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if last_checkpoint:
+        print(f"resuming from {last_checkpoint}")
+    start = time.time()
+    result = trainer.train(resume_from_checkpoint=last_checkpoint)
+
+    if trainer.is_world_process_zero():
+        final = trained
+        if args.lora_r and args.merge_lora:
+            final = trained.merge_and_unload()
+        base = final.get_base_model() if hasattr(final, "get_base_model") else final
+        generation = {k: v for k, v in (("top_k", args.gen_top_k), ("temperature", args.gen_temperature)) if v is not None}
+        base.generation_config.update(**generation)
+        final.save_pretrained(output_dir)
+        if args.lora_r and not args.merge_lora:
+            base.generation_config.save_pretrained(output_dir)
+        processor.save_pretrained(output_dir)
+        metrics = {
+            "steps": result.global_step,
+            "train_loss": result.training_loss,
+            "train_seconds": time.time() - start,
+            "rows": len(dataset),
+            "device": f"{torch.get_num_threads()} CPU threads" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
+        }
+        write_model_card(output_dir, base, args, metrics)
+        (output_dir / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
+        print(f"wrote {output_dir}: loss {result.training_loss:.4f} after {result.global_step} steps")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
