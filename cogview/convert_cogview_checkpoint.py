@@ -26,6 +26,7 @@ class CheckpointError(ValueError):
 # non-tensor globals we let the unpickler build; anything else is refused (no arbitrary code from a file).
 SAFE_CHECKPOINT_GLOBALS = [
     np._core.multiarray._reconstruct,
+    (np._core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),  # pickled by numpy 1.x (2021)
     np.ndarray,
     np.dtype,
     np.dtypes.UInt32DType,
@@ -221,8 +222,10 @@ def build_model(config: CogViewConfig, state_dict: dict[str, torch.Tensor], dtyp
             "checkpoint does not fit the inferred architecture: "
             + "; ".join(f"{what}: {items[:5]}" for what, items in (("missing", missing), ("unexpected", unexpected), ("shape", wrong_shape)) if items)
         )
-    target_dtype = dtype or next(iter(state_dict.values())).dtype
-    model.load_state_dict({k: v.to(target_dtype) for k, v in state_dict.items()}, strict=False, assign=True)
+    target_dtype = dtype or state_dict["model.embed_tokens.weight"].dtype
+    # the VQ-VAE stays in fp32 (_keep_in_fp32_modules): half precision can flip nearest-code choices
+    cast = {k: v.to(torch.float32 if k.startswith("vqvae.") else target_dtype) for k, v in state_dict.items()}
+    model.load_state_dict(cast, strict=False, assign=True)
     model.tie_weights()
     model.config.dtype = target_dtype
     return model.eval()

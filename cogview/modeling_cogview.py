@@ -1,5 +1,6 @@
 """CogView: a GPT with Sandwich-LN and PB-relax over text tokens followed by VQ-VAE image tokens."""
 
+import copy
 from collections.abc import Callable
 
 import torch
@@ -312,6 +313,7 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
     """The transformer with tied output logits, holding its frozen VQ-VAE as `vqvae` (when it has one)."""
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    _keep_in_fp32_modules = ["vqvae"]  # half precision can flip the VQ-VAE's nearest-code choices
     _tp_plan = {"lm_head": "colwise_gather_output"}
     _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
     output_modalities = ("image", "text")
@@ -367,14 +369,18 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         scale = guidance_scale if guidance_scale is not None else getattr(config, "guidance_scale", None)
         if scale is not None and scale != 1:
             kwargs["guidance"] = CogViewGuidance(self.config, scale, kwargs.get("attention_mask"))
-        kwargs["guidance_scale"] = None  # ours, not the library's unbatched variant
+        if getattr(config, "guidance_scale", None) is not None:  # ours, not the library's unbatched variant
+            generation_config = copy.deepcopy(config)
+            generation_config.guidance_scale = None
 
         new_tokens = kwargs.get("max_new_tokens")
-        if new_tokens is None and kwargs.get("max_length") is None and input_ids is not None:
+        length_given = new_tokens is not None or kwargs.get("max_length") is not None or generation_config is not None
+        if not length_given and input_ids is not None:
             new_tokens = self._default_new_tokens(input_ids, rules)
             if new_tokens is not None:
                 kwargs["max_new_tokens"] = new_tokens
-        if progress_bar or preview_callback is not None:
+        beams = kwargs.get("num_beams", getattr(config, "num_beams", 1)) or 1
+        if (progress_bar or preview_callback is not None) and beams == 1:
             total = new_tokens if new_tokens is not None else config.max_new_tokens
             streamer = CogViewProgressStreamer(
                 total, self.config.image_grid_size, progress_bar, preview_callback, preview_every_rows, inner=streamer
@@ -387,8 +393,8 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
             if len(set(filled.tolist())) != 1:
                 raise ValueError(f"the prompts have different numbers of image tokens already ({filled.tolist()}); pass max_new_tokens")
             return self.config.num_image_tokens - int(filled[0])
-        if bool((input_ids[:, -1] == self.config.command_token_id("[ROI1]")).all()):
-            return self.CAPTION_LENGTH
+        if bool(rules.in_caption(input_ids).all()):  # caption prompts, with or without text begun
+            return max(1, min(self.CAPTION_LENGTH, self.config.max_position_embeddings - input_ids.shape[1]))
         return None
 
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
@@ -417,9 +423,12 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         """
         if pixel_values is not None:
             input_ids, labels = self.fill_image_placeholders(input_ids, labels, pixel_values)
+        elif input_ids is not None and (cache is None or cache.get_seq_length() == 0):
+            self._check_no_placeholders(input_ids)
         if guidance is not None:
-            prefill = cache is None or cache.get_seq_length() == 0
-            input_ids, attention_mask = guidance.double_inputs(input_ids, prefill)
+            if cache is None:
+                raise ValueError("guidance_scale needs the cache (use_cache=True)")
+            input_ids, attention_mask = guidance.double_inputs(input_ids)
             position_ids = None  # derived from the doubled mask
         outputs: BaseModelOutputWithPast = self.model(
             input_ids=input_ids,
@@ -459,6 +468,15 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
             num_items_in_batch=kwargs.get("num_items_in_batch"),
         )
 
+    def _check_no_placeholders(self, input_ids: torch.LongTensor):
+        """A whole image of [MASK] placeholders without pixels would be read as tokens: refuse it."""
+        placeholders = (input_ids == self.config.command_token_id("[MASK]")).sum(-1)
+        if bool((placeholders >= self.config.num_image_tokens).any()):
+            raise ValueError(
+                "input_ids hold image placeholders ([MASK]) but no pixel_values were given: pass the processor's "
+                "pixel_values too, or image_codes to the processor instead of images"
+            )
+
     def fill_image_placeholders(
         self, input_ids: torch.LongTensor, labels: torch.LongTensor | None, pixel_values: torch.FloatTensor
     ) -> tuple[torch.LongTensor, torch.LongTensor | None]:
@@ -474,9 +492,8 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
                 f"{per_sequence.tolist()} placeholders for {codes.shape[0]} images"
             )
         input_ids = input_ids.masked_scatter(placeholders, codes)
-        if labels is not None:
-            label_placeholders = labels == self.config.command_token_id("[MASK]")
-            labels = labels.masked_scatter(label_placeholders, codes) if label_placeholders.any() else labels
+        if labels is not None:  # position by position, so a row's labels take that row's codes
+            labels = torch.where(labels == self.config.command_token_id("[MASK]"), input_ids, labels)
         return input_ids, labels
 
     @torch.no_grad()

