@@ -13,16 +13,17 @@ setup(
     install_requires=[
         # a range that the CPU wheel already installed (`pip install torch==2.13.0`) satisfies
         "torch>=2.6,<=2.14.1",
-        "transformers>=5.24,<6",
+        # the versions tested here; transformers 5.x renames things between minors, so bump these deliberately
+        "transformers>=5.24,<5.25",
         "tokenizers>=0.22",
-        "accelerate>=1.15",
-        "datasets>=5.2",
-        "diffusers>=0.42",
-        "peft>=0.21",
+        "accelerate>=1.15,<1.16",
+        "datasets>=5.2,<5.3",
+        "diffusers>=0.42,<0.43",
+        "peft>=0.21,<0.22",
         "safetensors>=0.6",
         "sentencepiece>=0.2",
         "protobuf>=5",  # the fast tokenizer's conversion from SentencePiece reads the model proto
-        "huggingface_hub>=2.4",
+        "huggingface_hub>=2.4,<2.5",
         "pillow>=10",
         "numpy",
         "tqdm",

@@ -73,8 +73,12 @@ def main():
 
     model = CogViewForCausalLM.from_pretrained(args.model).eval()
     processor = CogViewProcessor.from_pretrained(args.model)
-    defaults = {k: getattr(model.generation_config, k) for k in ("top_k", "temperature")}
-    settings = {f"model defaults (top_k {defaults['top_k']}, temperature {defaults['temperature']})": {}, "full distribution (top_k off, temperature 1.0)": {"top_k": None, "temperature": 1.0}}
+    defaults = {k: getattr(model.generation_config, k, None) for k in ("top_k", "temperature", "guidance_scale")}
+    settings = {
+        f"model defaults (top_k {defaults['top_k']}, temperature {defaults['temperature']}, guidance {defaults['guidance_scale']})": {},
+        f"no guidance (top_k {defaults['top_k']}, temperature {defaults['temperature']})": {"guidance_scale": 1.0},
+        "full distribution (top_k off, temperature 1.0, no guidance)": {"top_k": None, "temperature": 1.0, "guidance_scale": 1.0},
+    }
     generation = {}
     for name, sampling in settings.items():
         torch.manual_seed(args.seed)

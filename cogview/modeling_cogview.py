@@ -366,15 +366,20 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         if not any(isinstance(p, CogViewLogitsProcessor) for p in processors):
             processors.insert(0, rules)
         config = generation_config if generation_config is not None else self.generation_config
+        new_tokens = kwargs.get("max_new_tokens")
+        length_given = new_tokens is not None or kwargs.get("max_length") is not None or generation_config is not None
+
+        # guidance (a default from generation_config.json too) applies to image prompts; captions ignore the default
         scale = guidance_scale if guidance_scale is not None else getattr(config, "guidance_scale", None)
         if scale is not None and scale != 1:
-            kwargs["guidance"] = CogViewGuidance(self.config, scale, kwargs.get("attention_mask"))
+            if input_ids is not None and bool((rules.image_tokens_so_far(input_ids) >= 0).all()):
+                kwargs["guidance"] = CogViewGuidance(self.config, scale, kwargs.get("attention_mask"))
+            elif guidance_scale is not None:
+                raise ValueError("guidance_scale applies to text-to-image prompts (ending in an open [BOI1] image)")
         if getattr(config, "guidance_scale", None) is not None:  # ours, not the library's unbatched variant
             generation_config = copy.deepcopy(config)
             generation_config.guidance_scale = None
 
-        new_tokens = kwargs.get("max_new_tokens")
-        length_given = new_tokens is not None or kwargs.get("max_length") is not None or generation_config is not None
         if not length_given and input_ids is not None:
             new_tokens = self._default_new_tokens(input_ids, rules)
             if new_tokens is not None:

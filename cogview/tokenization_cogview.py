@@ -35,7 +35,18 @@ def command_tokens_decoder(command_token_offset: int) -> dict[int, AddedToken]:
     }
 
 
-class CogViewTokenizer(PreTrainedTokenizer):
+class SkipImageTokensMixin:
+    """`skip_special_tokens` also drops image ids (they are not special tokens: 8192 of them would bloat the list)."""
+
+    def _decode(self, token_ids, skip_special_tokens: bool = False, **kwargs) -> str:
+        if isinstance(token_ids, int):
+            token_ids = [token_ids]
+        if skip_special_tokens:
+            token_ids = [i for i in token_ids if i >= self.image_vocab_size]
+        return super()._decode(token_ids, skip_special_tokens=skip_special_tokens, **kwargs)
+
+
+class CogViewTokenizer(SkipImageTokensMixin, PreTrainedTokenizer):
     """SentencePiece (the `sentencepiece` package only) with CogView's id offsets and command tokens."""
 
     vocab_files_names = VOCAB_FILES_NAMES
@@ -95,13 +106,6 @@ class CogViewTokenizer(PreTrainedTokenizer):
         out.append(self.sp_model.decode_pieces(pieces))
         return "".join(out)
 
-    def _decode(self, token_ids, skip_special_tokens: bool = False, **kwargs) -> str:
-        if isinstance(token_ids, int):
-            token_ids = [token_ids]
-        if skip_special_tokens:
-            token_ids = [i for i in token_ids if i >= self.image_vocab_size]
-        return super()._decode(token_ids, skip_special_tokens=skip_special_tokens, **kwargs)
-
     def save_vocabulary(self, save_directory: str, filename_prefix: str | None = None) -> tuple[str]:
         out_file = os.path.join(save_directory, (filename_prefix + "-" if filename_prefix else "") + VOCAB_FILES_NAMES["vocab_file"])
         if os.path.abspath(self.vocab_file) != os.path.abspath(out_file):
@@ -145,7 +149,7 @@ def build_fast_backend(vocab_file: str, image_vocab_size: int) -> Tokenizer:
     return tokenizer
 
 
-class CogViewTokenizerFast(TokenizersBackend):
+class CogViewTokenizerFast(SkipImageTokensMixin, TokenizersBackend):
     """The same ids as `CogViewTokenizer`, from the `tokenizers` library (built from the SentencePiece model the
     first time, then saved and reloaded as `tokenizer.json`)."""
 
@@ -182,13 +186,6 @@ class CogViewTokenizerFast(TokenizersBackend):
     @classmethod
     def convert_to_native_format(cls, trust_remote_code=False, **kwargs):
         return kwargs  # __init__ loads tokenizer.json itself, or builds it from the SentencePiece model
-
-    def _decode(self, token_ids, skip_special_tokens: bool = False, **kwargs) -> str:
-        if isinstance(token_ids, int):
-            token_ids = [token_ids]
-        if skip_special_tokens:
-            token_ids = [i for i in token_ids if i >= self.image_vocab_size]
-        return super()._decode(token_ids, skip_special_tokens=skip_special_tokens, **kwargs)
 
     def _save_pretrained(self, save_directory, file_names, legacy_format=None, filename_prefix=None):
         # keep the SentencePiece model beside tokenizer.json so the slow tokenizer loads from the same folder

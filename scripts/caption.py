@@ -5,10 +5,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import PIL.Image
 import torch
 
 from cogview import CogViewForCausalLM, CogViewProcessor
+from cogview.image_folder import open_image
 
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "cogview-digits"
@@ -24,13 +24,10 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    images = []
-    for path in args.image:
-        try:
-            images.append(PIL.Image.open(path))
-        except (OSError, ValueError) as error:
-            print(f"error: cannot read image {path}: {error}", file=sys.stderr)
-            return 2
+    images = [open_image(path) for path in args.image]
+    if unreadable := [path for path, image in zip(args.image, images) if image is None]:
+        print(f"error: cannot read image(s): {', '.join(unreadable)}", file=sys.stderr)
+        return 2
     model = CogViewForCausalLM.from_pretrained(args.model).eval()
     processor = CogViewProcessor.from_pretrained(args.model)
     torch.manual_seed(args.seed)

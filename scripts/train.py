@@ -28,16 +28,22 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2"]
 
 class CogViewCollator:
     """Stored rows (codes, text_ids) -> right-padded training sequences with labels, in the release layouts: each
-    row becomes a text-to-image or a captioning sequence (`tasks`), chosen at random when both are trained."""
+    row becomes a text-to-image or a captioning sequence, drawn from `tasks` (repeat a task to weigh it). With
+    `text_dropout`, that fraction of text-to-image rows loses its caption, which teaches the unconditional
+    `[ROI1] [BASE] [BOI1]` that classifier-free guidance compares against."""
 
-    def __init__(self, processor: CogViewProcessor, tasks: list[str], seed: int = 0):
-        self.processor, self.tasks, self.random = processor, tasks, random.Random(seed)
+    def __init__(self, processor: CogViewProcessor, tasks: list[str], text_dropout: float = 0.0, seed: int = 0):
+        self.processor, self.tasks, self.text_dropout, self.random = processor, tasks, text_dropout, random.Random(seed)
+
+    def sequence(self, row: dict) -> list[int]:
+        task = self.random.choice(self.tasks)
+        text_ids = row["text_ids"]
+        if task == "text-to-image" and self.random.random() < self.text_dropout:
+            text_ids = []
+        return self.processor.layout(task, text_ids, row["codes"], full=True, truncation=True)
 
     def __call__(self, rows: list[dict]) -> dict:
-        sequences = [
-            self.processor.layout(self.random.choice(self.tasks), row["text_ids"], row["codes"], full=True, truncation=True)
-            for row in rows
-        ]
+        sequences = [self.sequence(row) for row in rows]
         batch = self.processor.pad_sequences(sequences, padding_side="right", return_labels=True)
         return {key: torch.tensor(value) for key, value in batch.items()}
 
@@ -84,10 +90,10 @@ def with_lora(model, args):
 
 def write_model_card(output_dir: Path, model: CogViewForCausalLM, args, metrics: dict):
     config = model.config
-    sampling = ", ".join(f"{k} {getattr(model.generation_config, k)}" for k in ("do_sample", "top_k", "temperature", "max_new_tokens"))
+    sampling = ", ".join(f"{k} {getattr(model.generation_config, k)}" for k in ("do_sample", "top_k", "temperature", "guidance_scale", "max_new_tokens"))
     training = (
         f"{metrics['steps']} steps, batch {args.per_device_train_batch_size} per device, learning rate "
-        f"{args.learning_rate}, tasks {', '.join(args.tasks)}, text-loss weight {config.txt_loss_scale}"
+        f"{args.learning_rate}, tasks {', '.join(args.tasks)}, caption dropout {args.text_dropout}, text-loss weight {config.txt_loss_scale}"
         f"{', LoRA r=' + str(args.lora_r) if args.lora_r else ''}; final training loss {metrics['train_loss']:.4f}, "
         f"{metrics['train_seconds']:.0f} s on {metrics['device']}. Data: `{args.dataset}` ({metrics['rows']} rows)."
     )
@@ -125,7 +131,8 @@ def parse_args(argv=None):
     parser.add_argument("--num_heads", type=int, default=8)
     parser.add_argument("--dropout", type=float, default=0.0)
     parser.add_argument("--extra_positions", type=int, default=8, help="positions beyond the longest training sequence")
-    parser.add_argument("--tasks", default="text-to-image,image-to-text", help="comma-separated: text-to-image, image-to-text")
+    parser.add_argument("--tasks", default="text-to-image,image-to-text", help="comma-separated: text-to-image, image-to-text (repeat one to weigh it)")
+    parser.add_argument("--text_dropout", type=float, default=0.0, help="fraction of text-to-image rows trained without caption (for guidance)")
     parser.add_argument("--txt_loss_scale", type=float, default=None, help="loss weight of text positions (default: the model's)")
     parser.add_argument("--max_steps", type=int, default=1000)
     parser.add_argument("--per_device_train_batch_size", type=int, default=32)
@@ -144,6 +151,7 @@ def parse_args(argv=None):
     parser.add_argument("--merge_lora", action="store_true", help="save the merged model instead of the adapter")
     parser.add_argument("--gen_top_k", type=int, default=None, help="sampling default written to generation_config.json")
     parser.add_argument("--gen_temperature", type=float, default=None, help="sampling default written to generation_config.json")
+    parser.add_argument("--gen_guidance_scale", type=float, default=None, help="guidance default written to generation_config.json")
     parser.add_argument("--model_name", default=None, help="the model card's name and repo id")
     parser.add_argument("--description", default="", help="a paragraph for the model card")
     parser.add_argument("--example_prompt", default="a handwritten digit 7")
@@ -198,7 +206,7 @@ def main(argv=None) -> int:
         seed=args.seed,
         ddp_find_unused_parameters=False,
     )
-    trainer = Trainer(model=trained, args=training_args, train_dataset=dataset, data_collator=CogViewCollator(processor, args.tasks, args.seed))
+    trainer = Trainer(model=trained, args=training_args, train_dataset=dataset, data_collator=CogViewCollator(processor, args.tasks, args.text_dropout, args.seed))
     last_checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
     if last_checkpoint:
         print(f"resuming from {last_checkpoint}")
@@ -210,7 +218,7 @@ def main(argv=None) -> int:
         if args.lora_r and args.merge_lora:
             final = trained.merge_and_unload()
         base = final.get_base_model() if hasattr(final, "get_base_model") else final
-        generation = {k: v for k, v in (("top_k", args.gen_top_k), ("temperature", args.gen_temperature)) if v is not None}
+        generation = {k: v for k, v in (("top_k", args.gen_top_k), ("temperature", args.gen_temperature), ("guidance_scale", args.gen_guidance_scale)) if v is not None}
         base.generation_config.update(**generation)
         final.save_pretrained(output_dir)
         if args.lora_r and not args.merge_lora:

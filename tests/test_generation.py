@@ -175,3 +175,18 @@ def test_a_second_image_grid_closes_with_its_own_end_token():
     ids = torch.tensor([[config.command_token_id("[BOI2]")] + [3] * 16])
     allowed = torch.isfinite(CogViewLogitsProcessor(config)(ids, torch.zeros(1, config.vocab_size)))[0]
     assert allowed.nonzero().flatten().tolist() == [config.command_token_id("[EOI2]")]
+
+
+def test_guidance_default_from_generation_config(model_and_processor):
+    model, processor = model_and_processor
+    inputs = processor(text=PROMPTS[:1])
+    explicit = model.generate(**inputs, do_sample=False, guidance_scale=3.0, progress_bar=False)
+    model.generation_config.guidance_scale = 3.0
+    try:
+        assert torch.equal(model.generate(**inputs, do_sample=False, progress_bar=False), explicit)
+        caption = processor(image_codes=torch.zeros(1, 16, dtype=torch.long))  # the default does not apply to captions
+        assert model.generate(**caption, progress_bar=False).shape[1] == caption["input_ids"].shape[1] + 20
+    finally:
+        model.generation_config.guidance_scale = None
+    with pytest.raises(ValueError, match="text-to-image prompts"):
+        model.generate(**caption, guidance_scale=2.0, progress_bar=False)

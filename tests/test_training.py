@@ -171,3 +171,17 @@ def test_accelerate_launch_with_two_cpu_processes(tokenized, vqvae_dir, tmp_path
     state = json.loads((tmp_path / "ddp" / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
     assert CogViewForCausalLM.from_pretrained(tmp_path / "ddp").config.num_hidden_layers == 1
+
+
+def test_collator_layouts_and_caption_dropout(scratch_run):
+    from cogview import CogViewProcessor
+
+    collator_class = script("train").__globals__["CogViewCollator"]
+    processor = CogViewProcessor.from_pretrained(scratch_run)
+    row = {"codes": list(range(16)), "text_ids": [40, 41, 42]}
+    roi, base, boi, eoi = processor.tokenizer.convert_tokens_to_ids(["[ROI1]", "[BASE]", "[BOI1]", "[EOI1]"])
+    dropped = collator_class(processor, ["text-to-image"], text_dropout=1.0)([row])
+    assert dropped["input_ids"][0].tolist() == [roi, base, boi, *range(16), eoi]  # the unconditional prompt
+    both = collator_class(processor, ["text-to-image", "image-to-text"], seed=1)([row] * 8)
+    firsts = set(both["input_ids"][:, 0].tolist())
+    assert firsts == {roi, base} and torch.equal(both["labels"][both["attention_mask"] == 1], both["input_ids"][both["attention_mask"] == 1])
