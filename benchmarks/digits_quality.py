@@ -49,9 +49,9 @@ def features(images) -> np.ndarray:
     return np.stack([np.asarray(image.convert("L").resize((28, 28), PIL.Image.BILINEAR), dtype=np.float32).ravel() / 255 for image in images])
 
 
-def generate(model, processor, prompt: str, count: int, **sampling):
-    sequences = model.generate(**processor(text=prompt), num_return_sequences=count, progress_bar=False, **sampling)
-    codes = sequences[:, -model.config.num_image_tokens :]
+def generate(model, processor, prompt: str, count: int, candidates: int = 1, **sampling):
+    sequences = model.generate(**processor(text=prompt), num_return_sequences=count * candidates, progress_bar=False, **sampling)
+    codes = model.best_of(sequences, candidates)[:, -model.config.num_image_tokens :]
     return codes, processor.postprocess(model.decode_image_tokens(codes))
 
 
@@ -73,25 +73,30 @@ def main():
 
     model = CogViewForCausalLM.from_pretrained(args.model).eval()
     processor = CogViewProcessor.from_pretrained(args.model)
-    defaults = {k: getattr(model.generation_config, k, None) for k in ("top_k", "temperature", "guidance_scale")}
-    settings = {
-        f"model defaults (top_k {defaults['top_k']}, temperature {defaults['temperature']}, guidance {defaults['guidance_scale']})": {},
-        f"no guidance (top_k {defaults['top_k']}, temperature {defaults['temperature']})": {"guidance_scale": 1.0},
-        "full distribution (top_k off, temperature 1.0, no guidance)": {"top_k": None, "temperature": 1.0, "guidance_scale": 1.0},
+    config = model.generation_config
+    rerank = getattr(config, "rerank_candidates", None) or 1
+    guidance = getattr(config, "guidance_scale", None) or 1.0
+    sampling = f"top_k {config.top_k}, temperature {config.temperature}"
+    settings = {  # name: (candidates, generate options)
+        f"model defaults ({sampling}, guidance {guidance}, self-reranking best of {rerank})": (rerank, {}),
+        f"one sample ({sampling}, guidance {guidance})": (1, {}),
+        f"one sample, guidance 2 ({sampling})": (1, {"guidance_scale": 2.0}),
+        f"best of {rerank}, guidance 2 ({sampling})": (rerank, {"guidance_scale": 2.0}),
+        "one sample, full distribution (top_k off, temperature 1.0, no guidance)": (1, {"top_k": None, "temperature": 1.0, "guidance_scale": 1.0}),
     }
     generation = {}
-    for name, sampling in settings.items():
+    for name, (candidates, options) in settings.items():
         torch.manual_seed(args.seed)
         per_language = {}
         for language, template in PROMPTS.items():
             correct, distinct, grid_images = 0, [], []
             for digit in range(10):
-                codes, samples = generate(model, processor, template.format(d=digit), args.samples, **sampling)
+                codes, samples = generate(model, processor, template.format(d=digit), args.samples, candidates, **options)
                 correct += int((classifier.predict(features(samples)) == digit).sum())
                 distinct.append(len({tuple(c) for c in codes.tolist()}) / args.samples)
                 grid_images += samples[:10]
             per_language[language] = {"accuracy": round(correct / (10 * args.samples), 4), "distinct_fraction": round(float(np.mean(distinct)), 4)}
-            if not sampling:
+            if name.startswith("model defaults"):
                 make_image_grid([i.resize((64, 64), PIL.Image.NEAREST) for i in grid_images], rows=10, cols=10).save(output / f"digits_grid_{language}.png")
         generation[name] = per_language
         print(name, per_language)

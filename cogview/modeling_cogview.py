@@ -328,6 +328,7 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
             self.vqvae.requires_grad_(False)
         # the release's sampling (text2image.sh): top-k 200 at temperature 1, one full grid of new tokens
         self.generation_config.update(do_sample=True, top_k=200, temperature=1.0, max_new_tokens=config.num_image_tokens)
+        self.generation_config._from_model_config = False  # deliberate defaults: a saved file's extras must load too
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Also names the pipelines in config.json (their file travels as remote code with this one), so the
@@ -524,6 +525,31 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         if attention_mask is not None:
             scored = scored & attention_mask[:, 1:].bool()
         return torch.where(scored, token_logprobs, 0.0).sum(-1)  # (-inf image targets outside the caption)
+
+    @torch.no_grad()
+    def self_rerank_scores(self, sequences: torch.LongTensor) -> torch.FloatTensor:
+        """CogView's self-reranking of its own samples: each generated `[ROI1] text [BASE] [BOI1] image` sequence
+        is scored by `caption_scores` of its text given its image (higher is better; keep the best of several)."""
+        roi, base, boi, eoi = (self.config.command_token_id(t) for t in ("[ROI1]", "[BASE]", "[BOI1]", "[EOI1]"))
+        grid = self.config.num_image_tokens
+        captions = []
+        for row in sequences.tolist():
+            if roi not in row or base not in row[row.index(roi) :]:
+                raise ValueError("self-reranking takes text-to-image sequences: [ROI1] text [BASE] [BOI1] image")
+            start = row.index(roi) + 1
+            captions.append([base, boi, *row[-grid:], eoi, roi, *row[start : row.index(base, start)]])
+        longest = max(len(c) for c in captions)
+        ids = torch.tensor([[self.config.pad_token_id] * (longest - len(c)) + c for c in captions], device=sequences.device)
+        mask = torch.tensor([[0] * (longest - len(c)) + [1] * len(c) for c in captions], device=sequences.device)
+        return self.caption_scores(ids, attention_mask=mask)
+
+    def best_of(self, sequences: torch.LongTensor, candidates: int) -> torch.LongTensor:
+        """Of each consecutive group of `candidates` samples (generate's num_return_sequences order), the one the
+        model's self-reranking scores highest."""
+        if candidates <= 1:
+            return sequences
+        scores = self.self_rerank_scores(sequences).view(-1, candidates)
+        return sequences.view(-1, candidates, sequences.shape[-1])[torch.arange(len(scores)), scores.argmax(-1)]
 
     def _require_vqvae(self) -> CogViewVQVAE:
         if self.vqvae is None:

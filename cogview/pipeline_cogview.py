@@ -57,24 +57,29 @@ class CogViewPipeline(DiffusionPipeline):
         output_type: str = "pil",
         progress_bar: bool = True,
         preview_callback=None,
+        rerank_candidates: int | None = None,
         return_dict: bool = True,
     ):
-        """`generator` makes sampling reproducible: its seed seeds the sampling (on a forked RNG)."""
+        """`generator` makes sampling reproducible: its seed seeds the sampling (on a forked RNG).
+        `rerank_candidates=N` keeps the best of N samples per image by the model's self-reranking (default: its
+        generation_config `rerank_candidates`, else 1)."""
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
         inputs = self.processor(text=prompt).to(self.transformer.device)
         generate_kwargs = {k: v for k, v in (("top_k", top_k), ("temperature", temperature)) if v is not None}
+        candidates = rerank_candidates or getattr(self.transformer.generation_config, "rerank_candidates", None) or 1
         with torch.random.fork_rng(devices=[]):
             if generator is not None:
                 torch.manual_seed(generator.initial_seed())
             sequences = self.transformer.generate(
                 **inputs,
-                num_return_sequences=num_images_per_prompt,
+                num_return_sequences=num_images_per_prompt * candidates,
                 guidance_scale=guidance_scale,
                 progress_bar=progress_bar,
                 preview_callback=preview_callback,
                 **generate_kwargs,
             )
+        sequences = self.transformer.best_of(sequences, candidates)
         pixels = self.transformer.decode_image_tokens(sequences[:, -self.transformer.config.num_image_tokens :])
         if output_type == "pt":
             images = pixels

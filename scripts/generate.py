@@ -26,6 +26,9 @@ def parse_args(argv=None):
     parser.add_argument("--guidance_scale", type=float, default=None, help="classifier-free guidance (default: off)")
     parser.add_argument("--top_k", type=int, default=None, help="default: the model's generation_config")
     parser.add_argument("--temperature", type=float, default=None, help="default: the model's generation_config")
+    parser.add_argument("--candidates", type=int, default=None,
+                        help="self-reranking: draw N candidates per image and keep the one whose caption score is best "
+                        "(default: the model's generation_config rerank_candidates, else 1)")
     parser.add_argument("--batch_size", type=int, default=8, help="images generated at once")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
@@ -51,6 +54,7 @@ def main(argv=None) -> int:
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     sampling = {k: v for k, v in (("top_k", args.top_k), ("temperature", args.temperature)) if v is not None}
+    candidates = args.candidates or getattr(model.generation_config, "rerank_candidates", None) or 1
     torch.manual_seed(args.seed)
 
     all_images = []
@@ -64,8 +68,10 @@ def main(argv=None) -> int:
         for start in range(0, args.num_images, args.batch_size):
             count = min(args.batch_size, args.num_images - start)
             sequences = model.generate(
-                **inputs, num_return_sequences=count, guidance_scale=args.guidance_scale, progress_bar=not args.no_progress, **sampling
-            )
+                **inputs, num_return_sequences=count * candidates, guidance_scale=args.guidance_scale,
+                progress_bar=not args.no_progress, **sampling,
+            )  # fmt: skip
+            sequences = model.best_of(sequences, candidates)
             images += processor.postprocess(model.decode_image_tokens(sequences[:, -model.config.num_image_tokens :]))
         for i, image in enumerate(images):
             image.save(output_dir / f"{index:03d}-{slug(prompt)}-{i}.png")

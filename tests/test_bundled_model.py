@@ -36,3 +36,13 @@ def test_bundled_model_draws_a_ten_digit_grid(real_digit_classifier, tmp_path):
     features = np.stack([np.asarray(i.convert("L").resize((28, 28), PIL.Image.BILINEAR), np.float32).ravel() / 255 for i in images])
     recognised = int((real_digit_classifier.predict(features) == np.arange(10)).sum())
     assert recognised >= 8, f"only {recognised} of 10 generated digits recognised"
+
+
+def test_bundled_model_carries_the_current_code():
+    """The folder's remote-code copies must match the package (else re-save it: `CogViewForCausalLM.from_pretrained(
+    folder).save_pretrained(folder)` and the same for `CogViewProcessor`)."""
+    package = BUNDLED.parent.parent / "cogview"
+    copies = sorted(p.name for p in BUNDLED.glob("*.py"))
+    assert "modeling_cogview.py" in copies and "processing_cogview.py" in copies
+    stale = [name for name in copies if (BUNDLED / name).read_text() != (package / name).read_text()]
+    assert not stale, f"stale code copies in {BUNDLED}: {stale}"

@@ -190,3 +190,21 @@ def test_guidance_default_from_generation_config(model_and_processor):
         model.generation_config.guidance_scale = None
     with pytest.raises(ValueError, match="text-to-image prompts"):
         model.generate(**caption, guidance_scale=2.0, progress_bar=False)
+
+
+def test_self_reranking_keeps_the_best_scored_candidate(model_and_processor):
+    model, processor = model_and_processor
+    torch.manual_seed(0)
+    inputs = processor(text=PROMPTS)
+    sequences = model.generate(**inputs, num_return_sequences=3, progress_bar=False)
+    scores = model.self_rerank_scores(sequences)
+    # the score of one sample is the caption score of its text given its image
+    text = processor.tokenizer(PROMPTS[1], add_special_tokens=False)["input_ids"]
+    caption = processor(image_codes=sequences[4:5, -16:], text=PROMPTS[1])
+    assert caption["input_ids"][0, -len(text) :].tolist() == text
+    torch.testing.assert_close(scores[4], model.caption_scores(**caption)[0], atol=1e-4, rtol=1e-5)
+    best = model.best_of(sequences, 3)
+    assert best.shape == (2, sequences.shape[1])
+    for group in range(2):
+        assert torch.equal(best[group], sequences[3 * group + int(scores[3 * group : 3 * group + 3].argmax())])
+    assert torch.equal(model.best_of(sequences, 1), sequences)

@@ -37,6 +37,8 @@ def test_text_to_image_pipeline(tiny_model_dir):
     assert all(np.array_equal(a, b) for a, b in zip(arrays(i["image"] for i in first), arrays(i["image"] for i in again)))
     batch = pipe(["一只可爱的猫", "老虎"], seed=1, progress_bar=False)
     assert len(batch) == 2 and len(batch[0]) == 1
+    reranked = pipe("一只可爱的猫", num_images_per_prompt=2, rerank_candidates=3, seed=1, progress_bar=False)
+    assert len(reranked) == 2
 
 
 def test_captioning_pipeline(tiny_model_dir):
@@ -68,6 +70,7 @@ def test_diffusers_pipeline_round_trip(tiny_model_dir, tmp_path):
     same = pipe(["一只可爱的猫", "老虎"], num_images_per_prompt=2, generator=torch.Generator().manual_seed(0), progress_bar=False)
     assert all(np.array_equal(a, b) for a, b in zip(arrays(out.images), arrays(same.images)))
     assert pipe("猫", output_type="pt", progress_bar=False).images.shape == (1, 3, 16, 16)
+    assert pipe("猫", num_images_per_prompt=2, rerank_candidates=4, output_type="pt", progress_bar=False).images.shape == (2, 3, 16, 16)
 
     pipe.save_pretrained(tmp_path / "saved")
     reloaded = DiffusionPipeline.from_pretrained(tmp_path / "saved", trust_remote_code=True)
@@ -79,7 +82,8 @@ def test_generate_cli(tiny_model_dir, tmp_path, capsys):
     generate = load_script("generate")
     (tmp_path / "prompts.txt").write_text("老虎\n\n一只猫\n", encoding="utf-8")
     code = generate.main(["--model", str(tiny_model_dir), "--prompt", "一只可爱的猫", "--prompts_file", str(tmp_path / "prompts.txt"),
-                          "--num_images", "3", "--seed", "0", "--output_dir", str(tmp_path / "out"), "--batch_size", "2", "--no_progress"])  # fmt: skip
+                          "--num_images", "3", "--seed", "0", "--output_dir", str(tmp_path / "out"), "--batch_size", "2", "--no_progress",
+                          "--candidates", "2"])  # fmt: skip
     assert code == 0
     pngs = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
     assert len(pngs) == 10 and "grid.png" in pngs

@@ -1,0 +1,592 @@
+"""CogView: a GPT with Sandwich-LN and PB-relax over text tokens followed by VQ-VAE image tokens."""
+
+import copy
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.generation import GenerationMixin, LogitsProcessorList
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, slice_logits_to_keep
+from transformers.pipelines import PIPELINE_REGISTRY
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs, can_return_tuple
+from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
+
+from .configuration_cogview import CogViewConfig, CogViewVQVAEConfig
+from .generation_cogview import CogViewGuidance, CogViewLogitsProcessor, CogViewProgressStreamer
+from .modeling_cogview_vqvae import CogViewVQVAE
+from .pipelines_cogview import CUSTOM_PIPELINES, CogViewTextToImagePipeline
+
+
+class CogViewLayerNorm(nn.LayerNorm):
+    """PB-relax LayerNorm: divide by max|x|/8 before an affine LayerNorm.
+
+    The release takes the max over the whole tensor; we take it per token (over the hidden dimension), which
+    reproduces the release's numbers to 2e-6 and keeps every sample and position independent of the others,
+    so batching and the KV cache are exact. Algebraically it only rescales eps, which is what protects fp16.
+    """
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        scale = hidden_states.detach().abs().amax(dim=-1, keepdim=True) / 8
+        scale = scale.clamp_min(torch.finfo(hidden_states.dtype).tiny)  # an all-zero token stays zero, not NaN
+        return super().forward(hidden_states / scale)
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs: Unpack[TransformersKwargs],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    # Q is scaled before the product, as in the release (the "change the order" half of PB-relax).
+    attn_weights = torch.matmul(query * scaling, key.transpose(2, 3))
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
+def pb_relax_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs: Unpack[TransformersKwargs],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's PB-relax attention: softmax((Q/(alpha*sqrt(d)))K^T - max) * alpha), an identity that keeps
+    the half-precision product small; the subtraction and the softmax run in fp32."""
+    alpha = module.config.pb_relax_alpha
+    attn_weights = torch.matmul(query * (scaling / alpha), key.transpose(2, 3)).float()
+    attn_weights = (attn_weights - attn_weights.amax(dim=-1, keepdim=True).detach()) * alpha
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    attn_weights = nn.functional.softmax(attn_weights, dim=-1).to(query.dtype)
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
+class CogViewAttention(nn.Module):
+    """Causal self-attention with biased Q/K/V/O projections (the release's fused `query_key_value`, split)."""
+
+    def __init__(self, config: CogViewConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
+        self.num_key_value_groups = 1
+        self.is_causal = True
+        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.k_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.o_proj.is_output_layer = True  # a residual-branch output: smaller init (§3.6)
+        self.output_dropout = nn.Dropout(config.hidden_dropout)
+        self.eager_attention = eager_attention_forward if config.pb_relax_alpha is None else pb_relax_attention_forward
+
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.head_dim)
+        query_states = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        key_states = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        value_states = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+
+        if cache is not None:
+            key_states, value_states = cache.update(key_states, value_states, self.layer_idx, kwargs=kwargs)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, self.eager_attention
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query_states,
+            key_states,
+            value_states,
+            attention_mask,
+            dropout=0.0 if not self.training else self.config.attention_dropout,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        attn_output = attn_output.reshape(*input_shape, -1).contiguous()
+        return self.output_dropout(self.o_proj(attn_output)), attn_weights
+
+
+class CogViewMLP(nn.Module):
+    def __init__(self, config: CogViewConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.fc2.is_output_layer = True  # a residual-branch output: smaller init (§3.6)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.fc2(self.act(self.fc1(hidden_states))))
+
+
+class CogViewDecoderLayer(GradientCheckpointingLayer):
+    """Sandwich-LN: x + LN(attn(LN(x))), then x + LN(mlp(LN(x))).
+
+    Release names: input_layernorm = `input_layernorm`, post_attention_layernorm = `third_layernorm`,
+    pre_feedforward_layernorm = `post_attention_layernorm`, post_feedforward_layernorm = `fourth_layernorm`.
+    """
+
+    def __init__(self, config: CogViewConfig, layer_idx: int):
+        super().__init__()
+        self.self_attn = CogViewAttention(config, layer_idx)
+        self.mlp = CogViewMLP(config)
+        self.input_layernorm = CogViewLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_attention_layernorm = CogViewLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.pre_feedforward_layernorm = CogViewLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_feedforward_layernorm = CogViewLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> torch.Tensor:
+        attn_output, _ = self.self_attn(self.input_layernorm(hidden_states), attention_mask, cache, **kwargs)
+        hidden_states = hidden_states + self.post_attention_layernorm(attn_output)
+        mlp_output = self.mlp(self.pre_feedforward_layernorm(hidden_states))
+        return hidden_states + self.post_feedforward_layernorm(mlp_output)
+
+
+class CogViewPreTrainedModel(PreTrainedModel):
+    config: CogViewConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["CogViewDecoderLayer", "CogViewVQVAE"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _can_compile_fullgraph = True
+    _supports_attention_backend = True
+    _can_record_outputs = {"hidden_states": CogViewDecoderLayer, "attentions": CogViewAttention}
+
+    def _init_weights(self, module):
+        """The release's init (§3.6): N(0, 0.02), output layers N(0, 0.02/sqrt(2*layers)), biases 0, LN (1, 0)."""
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            if getattr(module, "is_output_layer", False):
+                std = std / (2 * self.config.num_hidden_layers) ** 0.5
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+
+
+class CogViewModel(CogViewPreTrainedModel):
+    """The transformer: word + learned position embeddings, Sandwich-LN layers, a final LayerNorm."""
+
+    def __init__(self, config: CogViewConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.embed_dropout = nn.Dropout(config.hidden_dropout)
+        self.layers = nn.ModuleList(
+            [CogViewDecoderLayer(config, layer_idx) for layer_idx in range(config.num_hidden_layers)]
+        )
+        self.norm = CogViewLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @merge_with_config_defaults
+    @capture_outputs
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> BaseModelOutputWithPast:
+        if (input_ids is None) ^ (inputs_embeds is not None):
+            raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        if input_ids is not None:
+            self._check_ids_in_vocabulary(input_ids)
+            inputs_embeds = self.embed_tokens(input_ids)
+        if use_cache and cache is None:
+            cache = DynamicCache(config=self.config)
+
+        past_length = cache.get_seq_length() if cache is not None else 0
+        if position_ids is None:
+            position_ids = self._positions_from_mask(attention_mask, inputs_embeds.shape[1], past_length, inputs_embeds.device)
+        if past_length + inputs_embeds.shape[1] > self.config.max_position_embeddings:
+            raise ValueError(
+                f"sequence of {past_length + inputs_embeds.shape[1]} tokens exceeds max_position_embeddings "
+                f"({self.config.max_position_embeddings}); shorten the prompt or generate fewer tokens"
+            )
+
+        causal_mask = create_causal_mask(
+            config=self.config,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            cache=cache,
+            position_ids=position_ids,
+        )
+        hidden_states = self.embed_dropout(inputs_embeds + self.embed_positions(position_ids))
+        for decoder_layer in self.layers:
+            hidden_states = decoder_layer(hidden_states, attention_mask=causal_mask, cache=cache, **kwargs)
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache)
+
+    def _check_ids_in_vocabulary(self, input_ids: torch.Tensor):
+        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
+            raise ValueError(
+                f"input_ids must lie in [0, {self.config.vocab_size}), got values in "
+                f"[{int(input_ids.min())}, {int(input_ids.max())}]"
+            )
+
+    @staticmethod
+    def _positions_from_mask(
+        attention_mask: torch.Tensor | None, length: int, past_length: int, device: torch.device
+    ) -> torch.LongTensor:
+        """Learned absolute positions: with left padding the first real token must get position 0."""
+        if attention_mask is None or attention_mask.ndim != 2:
+            return torch.arange(past_length, past_length + length, device=device).unsqueeze(0)
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+        return positions[:, -length:]
+
+
+def weighted_causal_lm_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    input_ids: torch.Tensor,
+    text_threshold: int,
+    txt_loss_scale: float,
+    num_items_in_batch: torch.Tensor | int | None = None,
+    ignore_index: int = -100,
+) -> torch.Tensor:
+    """CogView's loss (§3.8): next-token cross-entropy where positions whose input is a text or command token
+    weigh `txt_loss_scale`; mean over the weights. Under gradient accumulation each micro-batch's weighted mean
+    counts in proportion to its labelled tokens (`num_items_in_batch`)."""
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:].to(shift_logits.device)
+    token_loss = nn.functional.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=ignore_index, reduction="none"
+    ).view_as(shift_labels)
+    labelled = shift_labels != ignore_index
+    weights = torch.where(input_ids[:, :-1].to(shift_logits.device) >= text_threshold, float(txt_loss_scale), 1.0)
+    weights = weights * labelled
+    loss = (token_loss * weights).sum() / weights.sum().clamp_min(1e-12)
+    if num_items_in_batch is not None:
+        loss = loss * labelled.sum() / num_items_in_batch
+    return loss
+
+
+class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
+    """The transformer with tied output logits, holding its frozen VQ-VAE as `vqvae` (when it has one)."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    _keep_in_fp32_modules = ["vqvae"]  # half precision can flip the VQ-VAE's nearest-code choices
+    _tp_plan = {"lm_head": "colwise_gather_output"}
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
+    output_modalities = ("image", "text")
+
+    def __init__(self, config: CogViewConfig):
+        super().__init__(config)
+        self.model = CogViewModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.vqvae = CogViewVQVAE._from_config(config.vq_config) if config.vq_config is not None else None
+        self.post_init()
+        if self.vqvae is not None:
+            self.vqvae.requires_grad_(False)
+        # the release's sampling (text2image.sh): top-k 200 at temperature 1, one full grid of new tokens
+        self.generation_config.update(do_sample=True, top_k=200, temperature=1.0, max_new_tokens=config.num_image_tokens)
+        self.generation_config._from_model_config = False  # deliberate defaults: a saved file's extras must load too
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Also names the pipelines in config.json (their file travels as remote code with this one), so the
+        folder works with `pipeline(task, model=folder, trust_remote_code=True)` where the package is absent."""
+        self.config.custom_pipelines = CUSTOM_PIPELINES
+        try:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            del self.config.custom_pipelines
+
+    CAPTION_LENGTH = 20  # the release samples exactly 20 caption tokens ([MASK]*20), with no stop token
+
+    @torch.no_grad()
+    def generate(
+        self,
+        inputs: torch.Tensor | None = None,
+        generation_config=None,
+        logits_processor: LogitsProcessorList | None = None,
+        streamer=None,
+        guidance_scale: float | None = None,
+        progress_bar: bool = True,
+        preview_callback=None,
+        preview_every_rows: int = 4,
+        **kwargs,
+    ):
+        """`GenerationMixin.generate` with CogView's rules added (before top-k), and:
+
+        - `guidance_scale`: classifier-free guidance against `[ROI1] [BASE] [BOI1]`, in one doubled batch;
+        - a default length: the rest of an open image grid (so a completion prompt generates just the missing rows),
+          or 20 tokens for a caption prompt;
+        - `progress_bar` over the token loop, and `preview_callback(codes_so_far)` every `preview_every_rows` rows.
+        """
+        input_ids = inputs if inputs is not None else kwargs.get("input_ids")
+        rules = CogViewLogitsProcessor(self.config)
+        processors = LogitsProcessorList(logits_processor or [])
+        if not any(isinstance(p, CogViewLogitsProcessor) for p in processors):
+            processors.insert(0, rules)
+        config = generation_config if generation_config is not None else self.generation_config
+        new_tokens = kwargs.get("max_new_tokens")
+        length_given = new_tokens is not None or kwargs.get("max_length") is not None or generation_config is not None
+
+        # guidance (a default from generation_config.json too) applies to image prompts; captions ignore the default
+        scale = guidance_scale if guidance_scale is not None else getattr(config, "guidance_scale", None)
+        if scale is not None and scale != 1:
+            if input_ids is not None and bool((rules.image_tokens_so_far(input_ids) >= 0).all()):
+                kwargs["guidance"] = CogViewGuidance(self.config, scale, kwargs.get("attention_mask"))
+            elif guidance_scale is not None:
+                raise ValueError("guidance_scale applies to text-to-image prompts (ending in an open [BOI1] image)")
+        if getattr(config, "guidance_scale", None) is not None:  # ours, not the library's unbatched variant
+            generation_config = copy.deepcopy(config)
+            generation_config.guidance_scale = None
+
+        if not length_given and input_ids is not None:
+            new_tokens = self._default_new_tokens(input_ids, rules)
+            if new_tokens is not None:
+                kwargs["max_new_tokens"] = new_tokens
+        beams = kwargs.get("num_beams", getattr(config, "num_beams", 1)) or 1
+        if (progress_bar or preview_callback is not None) and beams == 1:
+            total = new_tokens if new_tokens is not None else config.max_new_tokens
+            streamer = CogViewProgressStreamer(
+                total, self.config.image_grid_size, progress_bar, preview_callback, preview_every_rows, inner=streamer
+            )
+        return super().generate(inputs, generation_config=generation_config, logits_processor=processors, streamer=streamer, **kwargs)
+
+    def _default_new_tokens(self, input_ids: torch.LongTensor, rules: CogViewLogitsProcessor) -> int | None:
+        filled = rules.image_tokens_so_far(input_ids)
+        if bool((filled >= 0).all()):
+            if len(set(filled.tolist())) != 1:
+                raise ValueError(f"the prompts have different numbers of image tokens already ({filled.tolist()}); pass max_new_tokens")
+            return self.config.num_image_tokens - int(filled[0])
+        if bool(rules.in_caption(input_ids).all()):  # caption prompts, with or without text begun
+            return max(1, min(self.CAPTION_LENGTH, self.config.max_position_embeddings - input_ids.shape[1]))
+        return None
+
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        pixel_values: torch.FloatTensor | None = None,
+        guidance: CogViewGuidance | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> CausalLMOutputWithPast:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`, *optional*):
+            Images whose VQ codes replace the image placeholders (`[MASK]`) that `CogViewProcessor` put in
+            `input_ids` (and in `labels`), one image per sequence.
+        guidance (`CogViewGuidance`, *optional*):
+            Set by `generate(guidance_scale=...)`: runs each row with its unconditional twin in one doubled batch
+            and returns guided log-probabilities for the original rows.
+        """
+        if pixel_values is not None:
+            input_ids, labels = self.fill_image_placeholders(input_ids, labels, pixel_values)
+        elif input_ids is not None and (cache is None or cache.get_seq_length() == 0):
+            self._check_no_placeholders(input_ids)
+        if guidance is not None:
+            if cache is None:
+                raise ValueError("guidance_scale needs the cache (use_cache=True)")
+            input_ids, attention_mask = guidance.double_inputs(input_ids)
+            position_ids = None  # derived from the doubled mask
+        outputs: BaseModelOutputWithPast = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
+        if guidance is not None:
+            logits = guidance.combine(logits)
+
+        loss = None
+        if labels is not None:
+            loss = self._loss(logits, labels, input_ids, **kwargs)
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    def _loss(self, logits, labels, input_ids, **kwargs) -> torch.Tensor:
+        if self.config.txt_loss_scale == 1:
+            return self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        if input_ids is None:
+            raise ValueError("txt_loss_scale != 1 weighs positions by their input token: pass input_ids")
+        return weighted_causal_lm_loss(
+            logits,
+            labels,
+            input_ids,
+            text_threshold=self.config.text_token_offset,
+            txt_loss_scale=self.config.txt_loss_scale,
+            num_items_in_batch=kwargs.get("num_items_in_batch"),
+        )
+
+    def _check_no_placeholders(self, input_ids: torch.LongTensor):
+        """A whole image of [MASK] placeholders without pixels would be read as tokens: refuse it."""
+        placeholders = (input_ids == self.config.command_token_id("[MASK]")).sum(-1)
+        if bool((placeholders >= self.config.num_image_tokens).any()):
+            raise ValueError(
+                "input_ids hold image placeholders ([MASK]) but no pixel_values were given: pass the processor's "
+                "pixel_values too, or image_codes to the processor instead of images"
+            )
+
+    def fill_image_placeholders(
+        self, input_ids: torch.LongTensor, labels: torch.LongTensor | None, pixel_values: torch.FloatTensor
+    ) -> tuple[torch.LongTensor, torch.LongTensor | None]:
+        """Ids are codes in CogView, so an encoded image simply takes the placeholder positions of its sequence."""
+        if input_ids is None:
+            raise ValueError("pixel_values need input_ids holding the image placeholders (build them with CogViewProcessor)")
+        placeholders = input_ids == self.config.command_token_id("[MASK]")
+        codes = self.get_image_tokens(pixel_values)
+        per_sequence = placeholders.sum(-1)
+        if codes.shape[0] != input_ids.shape[0] or not bool((per_sequence == codes.shape[1]).all()):
+            raise ValueError(
+                f"each sequence needs one image of {codes.shape[1]} codes in its placeholders; got "
+                f"{per_sequence.tolist()} placeholders for {codes.shape[0]} images"
+            )
+        input_ids = input_ids.masked_scatter(placeholders, codes)
+        if labels is not None:  # position by position, so a row's labels take that row's codes
+            labels = torch.where(labels == self.config.command_token_id("[MASK]"), input_ids, labels)
+        return input_ids, labels
+
+    @torch.no_grad()
+    def caption_scores(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+    ) -> torch.FloatTensor:
+        """Self-reranking (§6.3): per sequence `[BASE] [BOI1] image [EOI1] [ROI1] text`, the sum of log p(text token)
+        over the text after the last [ROI1], with image ids excluded from the softmax. Higher is better."""
+        if pixel_values is not None:
+            input_ids, _ = self.fill_image_placeholders(input_ids, None, pixel_values)
+        logits = self(input_ids, attention_mask=attention_mask).logits.float()
+        logits[..., : self.config.image_vocab_size] = -float("inf")
+        token_logprobs = logits[:, :-1].log_softmax(-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        roi = self.config.command_token_id("[ROI1]")
+        last_roi = torch.where(input_ids == roi, positions, -1).amax(-1, keepdim=True)
+        if bool((last_roi < 0).any()):
+            raise ValueError("every sequence needs [ROI1] before its caption (build them with processor(images=, text=))")
+        scored = positions[1:] > last_roi  # targets after [ROI1]
+        if attention_mask is not None:
+            scored = scored & attention_mask[:, 1:].bool()
+        return torch.where(scored, token_logprobs, 0.0).sum(-1)  # (-inf image targets outside the caption)
+
+    @torch.no_grad()
+    def self_rerank_scores(self, sequences: torch.LongTensor) -> torch.FloatTensor:
+        """CogView's self-reranking of its own samples: each generated `[ROI1] text [BASE] [BOI1] image` sequence
+        is scored by `caption_scores` of its text given its image (higher is better; keep the best of several)."""
+        roi, base, boi, eoi = (self.config.command_token_id(t) for t in ("[ROI1]", "[BASE]", "[BOI1]", "[EOI1]"))
+        grid = self.config.num_image_tokens
+        captions = []
+        for row in sequences.tolist():
+            if roi not in row or base not in row[row.index(roi) :]:
+                raise ValueError("self-reranking takes text-to-image sequences: [ROI1] text [BASE] [BOI1] image")
+            start = row.index(roi) + 1
+            captions.append([base, boi, *row[-grid:], eoi, roi, *row[start : row.index(base, start)]])
+        longest = max(len(c) for c in captions)
+        ids = torch.tensor([[self.config.pad_token_id] * (longest - len(c)) + c for c in captions], device=sequences.device)
+        mask = torch.tensor([[0] * (longest - len(c)) + [1] * len(c) for c in captions], device=sequences.device)
+        return self.caption_scores(ids, attention_mask=mask)
+
+    def best_of(self, sequences: torch.LongTensor, candidates: int) -> torch.LongTensor:
+        """Of each consecutive group of `candidates` samples (generate's num_return_sequences order), the one the
+        model's self-reranking scores highest."""
+        if candidates <= 1:
+            return sequences
+        scores = self.self_rerank_scores(sequences).view(-1, candidates)
+        return sequences.view(-1, candidates, sequences.shape[-1])[torch.arange(len(scores)), scores.argmax(-1)]
+
+    def _require_vqvae(self) -> CogViewVQVAE:
+        if self.vqvae is None:
+            raise ValueError(
+                "this checkpoint has no VQ-VAE (config.vq_config is None); convert it with --vqvae_path to encode "
+                "or decode images"
+            )
+        return self.vqvae
+
+    @torch.no_grad()
+    def get_image_tokens(self, pixel_values: torch.Tensor) -> torch.LongTensor:
+        """Normalised pixels [B, C, H, W] -> image token ids [B, (H/f)*(W/f)], row-major (image ids = codes)."""
+        return self._require_vqvae().encode(pixel_values).flatten(1)
+
+    @torch.no_grad()
+    def decode_image_tokens(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        """Image token ids [B, h*w] (or codes [B, h, w]) -> normalised pixels [B, C, H, W]."""
+        vqvae = self._require_vqvae()
+        if image_tokens.ndim == 2:
+            side = int(round(image_tokens.shape[1] ** 0.5))
+            if side * side != image_tokens.shape[1]:
+                raise ValueError(f"{image_tokens.shape[1]} image tokens do not form a square grid; pass [B, h, w]")
+            image_tokens = image_tokens.view(-1, side, side)
+        return vqvae.decode(image_tokens)
+
+
+# Importing registers the Auto classes here, and makes save_pretrained write auto_map plus these files so a
+# saved folder loads with trust_remote_code=True where this package is not installed.
+AutoConfig.register("cogview", CogViewConfig, exist_ok=True)
+AutoConfig.register("cogview_vqvae", CogViewVQVAEConfig, exist_ok=True)
+AutoModel.register(CogViewConfig, CogViewModel, exist_ok=True)
+AutoModel.register(CogViewVQVAEConfig, CogViewVQVAE, exist_ok=True)
+AutoModelForCausalLM.register(CogViewConfig, CogViewForCausalLM, exist_ok=True)
+PIPELINE_REGISTRY.register_pipeline(
+    "text-to-image", pipeline_class=CogViewTextToImagePipeline, pt_model=AutoModelForCausalLM, type="multimodal"
+)
+CogViewConfig.register_for_auto_class()
+CogViewForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+
+__all__ = ["CogViewForCausalLM", "CogViewLayerNorm", "CogViewModel", "CogViewPreTrainedModel"]
