@@ -1,6 +1,5 @@
 """CogView: a GPT with Sandwich-LN and PB-relax over text tokens followed by VQ-VAE image tokens."""
 
-import copy
 from collections.abc import Callable
 
 import torch
@@ -377,9 +376,8 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
                 kwargs["guidance"] = CogViewGuidance(self.config, scale, kwargs.get("attention_mask"))
             elif guidance_scale is not None:
                 raise ValueError("guidance_scale applies to text-to-image prompts (ending in an open [BOI1] image)")
-        if getattr(config, "guidance_scale", None) is not None:  # ours, not the library's unbatched variant
-            generation_config = copy.deepcopy(config)
-            generation_config.guidance_scale = None
+        if getattr(config, "guidance_scale", None) is not None:
+            kwargs["guidance_scale"] = None  # ours (above), not the library's unbatched variant
 
         if not length_given and input_ids is not None:
             new_tokens = self._default_new_tokens(input_ids, rules)

@@ -119,6 +119,7 @@ def main(argv=None) -> int:
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.learning_rate)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.learning_rate, total_steps=args.steps, pct_start=0.05)
 
+    initial_mse = evaluate(model, pixels)["reconstruction_mse"]
     start, restarted = time.time(), 0
     progress = tqdm(range(args.steps), desc="VQ-VAE")
     for step in progress:
@@ -139,7 +140,7 @@ def main(argv=None) -> int:
             restarted += codebook.restart_dead_codes(flat.detach(), threshold=1e-3 * args.batch_size)
         progress.set_postfix(loss=f"{loss.item():.4f}")
 
-    metrics = {**evaluate(model, pixels), "steps": args.steps, "dead_codes_restarted": restarted, "train_seconds": round(time.time() - start, 1)}
+    metrics = {**evaluate(model, pixels), "initial_reconstruction_mse": initial_mse, "steps": args.steps, "dead_codes_restarted": restarted, "train_seconds": round(time.time() - start, 1)}
     output = Path(args.output_dir)
     model.save_pretrained(output)
     processor.save_pretrained(output)

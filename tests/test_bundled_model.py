@@ -30,7 +30,8 @@ def test_bundled_model_draws_a_ten_digit_grid(real_digit_classifier, tmp_path):
     processor = CogViewProcessor.from_pretrained(BUNDLED)
     torch.manual_seed(0)
     prompts = [f"a handwritten digit {d}" for d in range(5)] + [f"手写数字{d}" for d in range(5, 10)]
-    sequences = model.generate(**processor(text=prompts), progress_bar=False)
+    candidates = model.generation_config.rerank_candidates  # the folder's sampling defaults: best of N
+    sequences = model.best_of(model.generate(**processor(text=prompts), num_return_sequences=candidates, progress_bar=False), candidates)
     images = processor.postprocess(model.decode_image_tokens(sequences[:, -model.config.num_image_tokens :]))
     assert len(images) == 10 and images[0].size == (32, 32)
     features = np.stack([np.asarray(i.convert("L").resize((28, 28), PIL.Image.BILINEAR), np.float32).ravel() / 255 for i in images])
