@@ -40,6 +40,13 @@ class CogViewLayerNorm(nn.LayerNorm):
         return super().forward(hidden_states / scale)
 
 
+def attend(module: nn.Module, scores: torch.Tensor, value: torch.Tensor, dropout: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masked scores -> fp32 softmax -> dropout -> weighted values [B, T, heads, d], and the weights."""
+    attn_weights = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    return torch.matmul(attn_weights, value).transpose(1, 2).contiguous(), attn_weights
+
+
 def eager_attention_forward(
     module: nn.Module,
     query: torch.Tensor,
@@ -54,10 +61,7 @@ def eager_attention_forward(
     attn_weights = torch.matmul(query * scaling, key.transpose(2, 3))
     if attention_mask is not None:
         attn_weights = attn_weights + attention_mask
-    attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
-    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
-    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
-    return attn_output, attn_weights
+    return attend(module, attn_weights, value, dropout)
 
 
 def pb_relax_attention_forward(
@@ -77,10 +81,7 @@ def pb_relax_attention_forward(
     attn_weights = (attn_weights - attn_weights.amax(dim=-1, keepdim=True).detach()) * alpha
     if attention_mask is not None:
         attn_weights = attn_weights + attention_mask
-    attn_weights = nn.functional.softmax(attn_weights, dim=-1).to(query.dtype)
-    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
-    attn_output = torch.matmul(attn_weights, value).transpose(1, 2).contiguous()
-    return attn_output, attn_weights
+    return attend(module, attn_weights, value, dropout)
 
 
 class CogViewAttention(nn.Module):
@@ -316,6 +317,7 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
     _tp_plan = {"lm_head": "colwise_gather_output"}
     _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
     output_modalities = ("image", "text")
+    CAPTION_LENGTH = 20  # the release samples exactly 20 caption tokens ([MASK]*20), with no stop token
 
     def __init__(self, config: CogViewConfig):
         super().__init__(config)
@@ -337,8 +339,6 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
             return super().save_pretrained(save_directory, *args, **kwargs)
         finally:
             del self.config.custom_pipelines
-
-    CAPTION_LENGTH = 20  # the release samples exactly 20 caption tokens ([MASK]*20), with no stop token
 
     @torch.no_grad()
     def generate(
