@@ -8,3 +8,20 @@ from .processing_cogview import CogViewProcessor
 from .tokenization_cogview import CogViewTokenizer, CogViewTokenizerFast
 from .pipeline_cogview import CogViewPipeline
 from .pipelines_cogview import CogViewImageToTextPipeline, CogViewTextToImagePipeline
+
+__all__ = [
+    "COMMAND_TOKENS",
+    "CogViewConfig",
+    "CogViewForCausalLM",
+    "CogViewImageProcessor",
+    "CogViewImageToTextPipeline",
+    "CogViewModel",
+    "CogViewPipeline",
+    "CogViewPreTrainedModel",
+    "CogViewProcessor",
+    "CogViewTextToImagePipeline",
+    "CogViewTokenizer",
+    "CogViewTokenizerFast",
+    "CogViewVQVAE",
+    "CogViewVQVAEConfig",
+]

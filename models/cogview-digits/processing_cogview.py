@@ -232,12 +232,6 @@ class CogViewProcessor(ProcessorMixin):
         flush()
         return ids
 
-    def decode(self, token_ids, **kwargs) -> str:
-        return self.tokenizer.decode(token_ids, **kwargs)
-
-    def batch_decode(self, sequences, **kwargs) -> list[str]:
-        return self.tokenizer.batch_decode(sequences, **kwargs)
-
     def decode_caption(self, token_ids) -> str:
         """The text after the last [ROI1] (what a captioning generate produced), without special tokens."""
         token_ids = [int(t) for t in token_ids]
