@@ -8,7 +8,9 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    packages=find_packages(include=["cogview", "cogview.*"]),
+    # the design card's layout: two top-level modules and the models package
+    py_modules=["configuration_cogview", "processing_cogview"],
+    packages=find_packages(include=["modeling_cogview", "modeling_cogview.*"]),
     python_requires=">=3.10",
     install_requires=[
         # a range that the CPU wheel already installed (`pip install torch==2.13.0`) satisfies
@@ -33,7 +35,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "cogview-convert=cogview.convert_cogview_checkpoint:main",
+            "cogview-convert=modeling_cogview.convert_cogview_checkpoint:main",
         ]
     },
 )

@@ -23,7 +23,8 @@ import torch
 from diffusers.utils import make_image_grid
 from sklearn.svm import SVC
 
-from cogview import CogViewForCausalLM, CogViewProcessor
+from modeling_cogview import CogViewForCausalLM
+from processing_cogview import CogViewProcessor
 
 
 ROOT = Path(__file__).resolve().parent.parent

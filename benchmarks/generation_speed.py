@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from cogview import CogViewConfig, CogViewForCausalLM
+from configuration_cogview import CogViewConfig
+from modeling_cogview import CogViewForCausalLM
 
 
 def small_config(grid: int) -> CogViewConfig:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from cogview import CogViewTokenizer, CogViewTokenizerFast
+from processing_cogview import CogViewTokenizer, CogViewTokenizerFast
 
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -3,7 +3,7 @@
 
 import sys
 
-from cogview.convert_cogview_checkpoint import main
+from modeling_cogview.convert_cogview_checkpoint import main
 
 
 if __name__ == "__main__":

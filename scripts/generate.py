@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 from diffusers.utils import make_image_grid
 
-from cogview import CogViewForCausalLM, CogViewProcessor
+from modeling_cogview import CogViewForCausalLM
+from processing_cogview import CogViewProcessor
 
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "cogview-digits"

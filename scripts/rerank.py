@@ -8,8 +8,9 @@ from pathlib import Path
 
 import torch
 
-from cogview import CogViewForCausalLM, CogViewProcessor
-from cogview.image_folder import open_image
+from modeling_cogview import CogViewForCausalLM
+from modeling_cogview.image_folder import open_image
+from processing_cogview import CogViewProcessor
 
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "cogview-digits"

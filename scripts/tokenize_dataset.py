@@ -17,8 +17,9 @@ import torch
 from datasets import Dataset, concatenate_datasets, load_from_disk
 from tqdm.auto import tqdm
 
-from cogview import CogViewForCausalLM, CogViewImageProcessor, CogViewProcessor, CogViewTokenizerFast, CogViewVQVAE
-from cogview.image_folder import open_image, read_image_folder
+from modeling_cogview import CogViewForCausalLM, CogViewVQVAE
+from modeling_cogview.image_folder import open_image, read_image_folder
+from processing_cogview import CogViewImageProcessor, CogViewProcessor, CogViewTokenizerFast
 
 
 def load_encoder(path: str) -> tuple[CogViewVQVAE, CogViewImageProcessor]:

@@ -19,7 +19,9 @@ from datasets import load_from_disk
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from cogview import CogViewConfig, CogViewForCausalLM, CogViewImageProcessor, CogViewProcessor, CogViewTokenizerFast, CogViewVQVAE
+from configuration_cogview import CogViewConfig
+from modeling_cogview import CogViewForCausalLM, CogViewVQVAE
+from processing_cogview import CogViewImageProcessor, CogViewProcessor, CogViewTokenizerFast
 
 
 MODEL_CARD = Path(__file__).resolve().parent.parent / "model_card.md"

@@ -13,8 +13,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from cogview import CogViewImageProcessor, CogViewVQVAE, CogViewVQVAEConfig
-from cogview.image_folder import open_image, read_image_folder
+from configuration_cogview import CogViewVQVAEConfig
+from modeling_cogview import CogViewVQVAE
+from modeling_cogview.image_folder import open_image, read_image_folder
+from processing_cogview import CogViewImageProcessor
 
 
 class EMACodebook:

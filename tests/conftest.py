@@ -4,13 +4,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from cogview import CogViewConfig, CogViewForCausalLM
-from cogview.convert_cogview_checkpoint import convert
+from configuration_cogview import CogViewConfig
+from modeling_cogview import CogViewForCausalLM
+from modeling_cogview.convert_cogview_checkpoint import convert
 
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GOLDEN = FIXTURES / "golden"
 sys.path.insert(0, str(Path(__file__).parent))  # tests' own helpers (reference implementation, checkpoint maker)
+
+# Prepended to a subprocess's script: none of the project's modules is importable there, as where it is not installed.
+HIDE_PROJECT = """
+import sys
+for name in ("configuration_cogview", "processing_cogview", "modeling_cogview"):
+    sys.modules[name] = None
+"""
 
 
 def tiny_config(**overrides) -> CogViewConfig:
@@ -42,7 +50,7 @@ def tiny_model() -> CogViewForCausalLM:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random model (4x4 grid of 64 codes, 16 px images) with CogView's real tokenizer and a processor."""
-    from cogview import CogViewProcessor
+    from processing_cogview import CogViewProcessor
 
     output = tmp_path_factory.mktemp("tiny-model")
     torch.manual_seed(0)

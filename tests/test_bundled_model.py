@@ -8,7 +8,9 @@ import PIL.Image
 import pytest
 import torch
 
-from cogview import CogViewForCausalLM, CogViewProcessor
+from modeling_cogview import CogViewForCausalLM
+from modeling_cogview.remote_code import BUNDLE_FILES, bundle_text
+from processing_cogview import CogViewProcessor
 
 
 BUNDLED = Path(__file__).resolve().parent.parent / "models" / "cogview-digits"
@@ -40,10 +42,9 @@ def test_bundled_model_draws_a_ten_digit_grid(real_digit_classifier, tmp_path):
 
 
 def test_bundled_model_carries_the_current_code():
-    """The folder's remote-code copies must match the package (else re-save it: `CogViewForCausalLM.from_pretrained(
-    folder).save_pretrained(folder)` and the same for `CogViewProcessor`)."""
-    package = BUNDLED.parent.parent / "cogview"
-    copies = sorted(p.name for p in BUNDLED.glob("*.py"))
-    assert "modeling_cogview.py" in copies and "processing_cogview.py" in copies
-    stale = [name for name in copies if (BUNDLED / name).read_text() != (package / name).read_text()]
+    """The folder's remote-code bundle must be what saving writes today (else refresh it:
+    `CogViewForCausalLM.from_pretrained(folder).save_pretrained(folder)`)."""
+    stale = [name for name in BUNDLE_FILES if (BUNDLED / name).read_text() != bundle_text(name)]
     assert not stale, f"stale code copies in {BUNDLED}: {stale}"
+    leftovers = sorted({p.name for p in BUNDLED.glob("*.py")} - set(BUNDLE_FILES))
+    assert not leftovers, f"code files no bundle writes any more: {leftovers}"

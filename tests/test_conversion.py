@@ -5,12 +5,12 @@ import sys
 
 import pytest
 import torch
-from conftest import GOLDEN
 from reference_cogview import make_original_checkpoint, make_original_vqvae, reference_logits, reference_vqvae_encode
-
-from cogview import CogViewForCausalLM
-from cogview.convert_cogview_checkpoint import CheckpointError, convert, safe_torch_load
 from transformers import AutoModelForCausalLM
+
+from conftest import GOLDEN
+from modeling_cogview import CogViewForCausalLM
+from modeling_cogview.convert_cogview_checkpoint import CheckpointError, convert, safe_torch_load
 
 
 @pytest.mark.parametrize("layout", ["megatron", "sat"])

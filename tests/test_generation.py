@@ -4,8 +4,9 @@ import PIL.Image
 import pytest
 import torch
 
-from cogview import CogViewForCausalLM, CogViewProcessor
-from cogview.generation_cogview import CogViewGuidance, CogViewLogitsProcessor
+from modeling_cogview import CogViewForCausalLM
+from modeling_cogview.generation_cogview import CogViewGuidance, CogViewLogitsProcessor
+from processing_cogview import CogViewProcessor
 
 
 @pytest.fixture(scope="module")

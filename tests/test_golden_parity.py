@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from conftest import GOLDEN
 from safetensors.torch import load_file
 
-from cogview import CogViewForCausalLM
-from cogview.convert_cogview_checkpoint import convert
+from conftest import GOLDEN
+from modeling_cogview import CogViewForCausalLM
+from modeling_cogview.convert_cogview_checkpoint import convert
 
 
 CASES = ["t2i_full", "t2i_short", "caption_short", "batch2"]
@@ -55,7 +55,7 @@ def test_vqvae_matches_original(converted, size):
 def test_plain_layernorm_would_miss(golden_cases, converted):
     """The PB-relax LayerNorm is what makes the match: an ordinary LayerNorm misses the tolerance."""
     input_ids = golden_cases["t2i_short.input_ids"]
-    from cogview.modeling_cogview import CogViewLayerNorm
+    from modeling_cogview.modeling_cogview import CogViewLayerNorm
 
     original_forward = CogViewLayerNorm.forward
     CogViewLayerNorm.forward = torch.nn.LayerNorm.forward

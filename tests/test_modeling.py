@@ -2,11 +2,12 @@
 
 import pytest
 import torch
-from conftest import tiny_config
 from safetensors.torch import load_file, save_file
-
-from cogview import CogViewConfig, CogViewForCausalLM, CogViewModel
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, DynamicCache, StaticCache
+
+from configuration_cogview import CogViewConfig
+from conftest import tiny_config
+from modeling_cogview import CogViewForCausalLM, CogViewModel
 
 
 def random_ids(batch, length, config, seed=0):

@@ -9,10 +9,11 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-
-from cogview import CogViewPipeline
 from diffusers import DiffusionPipeline
 from transformers import pipeline
+
+from conftest import HIDE_PROJECT
+from modeling_cogview import CogViewPipeline
 
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
@@ -47,9 +48,7 @@ def test_captioning_pipeline(tiny_model_dir):
     assert isinstance(result["generated_text"], str) and result["generated_text"]
 
 
-REMOTE_PIPELINE = """
-import sys
-sys.modules["cogview"] = None
+REMOTE_PIPELINE = HIDE_PROJECT + """
 from transformers import pipeline
 images = pipeline("text-to-image", model=sys.argv[1], trust_remote_code=True)("猫", seed=0, progress_bar=False)
 print(type(images[0]["image"]).__name__, images[0]["image"].size)

@@ -4,11 +4,12 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from conftest import GOLDEN, tiny_config
 from safetensors.torch import load_file
-
-from cogview import CogViewForCausalLM, CogViewImageProcessor, CogViewProcessor
 from transformers import AutoProcessor
+
+from conftest import GOLDEN, tiny_config
+from modeling_cogview import CogViewForCausalLM
+from processing_cogview import CogViewImageProcessor, CogViewProcessor
 
 
 PHOTO = GOLDEN / "photo.png"
@@ -87,7 +88,7 @@ def test_postprocess_round_trip_and_minmax():
 
 @pytest.fixture(scope="module")
 def processor():
-    from cogview import CogViewConfig
+    from configuration_cogview import CogViewConfig
 
     return CogViewProcessor.from_sentencepiece(SP_MODEL, CogViewConfig(vq_config={}))
 

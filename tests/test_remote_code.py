@@ -1,18 +1,18 @@
 """A saved folder carries its code: it loads with trust_remote_code where the package is not importable."""
 
 import json
+import re
 import subprocess
 import sys
 
 import torch
-from conftest import tiny_config
 
-from cogview import CogViewForCausalLM
+from conftest import HIDE_PROJECT, tiny_config
+from modeling_cogview import CogViewForCausalLM
+from modeling_cogview.remote_code import BUNDLE_FILES
 
 
-LOAD_WITHOUT_PACKAGE = """
-import sys
-sys.modules["cogview"] = None  # the package is not importable in this process
+LOAD_WITHOUT_PACKAGE = HIDE_PROJECT + """
 import torch
 from transformers import AutoModelForCausalLM
 folder, ids_file = sys.argv[1], sys.argv[2]
@@ -33,8 +33,11 @@ def test_remote_code_loads_without_the_package(tmp_path):
     torch.manual_seed(0)
     model = CogViewForCausalLM(tiny_config()).eval()
     model.save_pretrained(tmp_path / "model")
-    saved = sorted(p.name for p in (tmp_path / "model").iterdir())
-    assert {"configuration_cogview.py", "modeling_cogview.py", "modeling_cogview_vqvae.py"} <= set(saved)
+    saved = {p.name for p in (tmp_path / "model").iterdir()}
+    assert set(BUNDLE_FILES) <= saved
+    for name in BUNDLE_FILES:  # self-contained: the project's modules are imported relatively, never by name
+        code = (tmp_path / "model" / name).read_text()
+        assert not re.search(r"^\s*(from|import) (configuration_cogview|processing_cogview|modeling_cogview)\b", code, re.M), name
     auto_map = json.loads((tmp_path / "model" / "config.json").read_text())["auto_map"]
     assert auto_map["AutoModelForCausalLM"] == "modeling_cogview.CogViewForCausalLM"
 
@@ -50,9 +53,7 @@ def test_remote_code_loads_without_the_package(tmp_path):
         torch.testing.assert_close(torch.load(tmp_path / "ids.pt.logits"), model(ids).logits, atol=0, rtol=0)
 
 
-LOAD_PROCESSOR_WITHOUT_PACKAGE = """
-import sys
-sys.modules["cogview"] = None
+LOAD_PROCESSOR_WITHOUT_PACKAGE = HIDE_PROJECT + """
 from transformers import AutoProcessor
 processor = AutoProcessor.from_pretrained(sys.argv[1], trust_remote_code=True)
 assert type(processor).__module__.startswith("transformers_modules."), type(processor).__module__

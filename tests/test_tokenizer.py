@@ -5,10 +5,10 @@ import random
 
 import pytest
 import sentencepiece as spm
-from conftest import GOLDEN
-
-from cogview import CogViewProcessor, CogViewTokenizer, CogViewTokenizerFast
 from transformers import AutoTokenizer
+
+from conftest import GOLDEN
+from processing_cogview import CogViewProcessor, CogViewTokenizer, CogViewTokenizerFast
 
 
 SP_MODEL = str(GOLDEN / "tokenizer" / "cog-pretrain.model")
@@ -55,7 +55,7 @@ def test_golden_queries_in_the_original_syntax():
 
 
 def _release_config():
-    from cogview import CogViewConfig
+    from configuration_cogview import CogViewConfig
 
     return CogViewConfig(vq_config={})
 

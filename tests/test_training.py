@@ -11,10 +11,10 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from conftest import GOLDEN
 from datasets import load_from_disk
 
-from cogview import CogViewForCausalLM, CogViewVQVAE
+from conftest import GOLDEN
+from modeling_cogview import CogViewForCausalLM, CogViewVQVAE
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -135,7 +135,7 @@ def test_lora_trains_saves_loads_and_merges(scratch_run, tokenized, tmp_path):
     losses = log_losses(tmp_path / "lora")
     assert losses[-1] < losses[0], losses
 
-    from cogview import CogViewProcessor
+    from processing_cogview import CogViewProcessor
 
     ids = CogViewProcessor.from_pretrained(scratch_run)(text="一只猫")["input_ids"]
     base = CogViewForCausalLM.from_pretrained(scratch_run).eval()
@@ -176,7 +176,7 @@ def test_accelerate_launch_with_two_cpu_processes(tokenized, vqvae_dir, tmp_path
 
 
 def test_collator_layouts_and_caption_dropout(scratch_run):
-    from cogview import CogViewProcessor
+    from processing_cogview import CogViewProcessor
 
     collator_class = script("train").__globals__["CogViewCollator"]
     processor = CogViewProcessor.from_pretrained(scratch_run)

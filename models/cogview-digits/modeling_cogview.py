@@ -4,7 +4,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
@@ -13,7 +13,6 @@ from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, slice_logits_to_keep
-from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
@@ -21,9 +20,10 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_cogview import CogViewConfig, CogViewVQVAEConfig
+
 from .generation_cogview import CogViewGuidance, CogViewLogitsProcessor, CogViewProgressStreamer
 from .modeling_cogview_vqvae import CogViewVQVAE
-from .pipelines_cogview import CUSTOM_PIPELINES, CogViewTextToImagePipeline
+from .remote_code import write_remote_code
 
 
 class CogViewLayerNorm(nn.LayerNorm):
@@ -332,13 +332,11 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         self.generation_config._from_model_config = False  # deliberate defaults: a saved file's extras must load too
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Also names the pipelines in config.json (their file travels as remote code with this one), so the
-        folder works with `pipeline(task, model=folder, trust_remote_code=True)` where the package is absent."""
-        self.config.custom_pipelines = CUSTOM_PIPELINES
-        try:
-            return super().save_pretrained(save_directory, *args, **kwargs)
-        finally:
-            del self.config.custom_pipelines
+        """Also writes the code bundle (and names its pipelines in config.json), so the folder loads with
+        `trust_remote_code=True` where this project is not installed."""
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        write_remote_code(save_directory)
+        return result
 
     @torch.no_grad()
     def generate(
@@ -574,17 +572,7 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         return vqvae.decode(image_tokens)
 
 
-# Importing registers the Auto classes here, and makes save_pretrained write auto_map plus these files so a
-# saved folder loads with trust_remote_code=True where this package is not installed.
-AutoConfig.register("cogview", CogViewConfig, exist_ok=True)
-AutoConfig.register("cogview_vqvae", CogViewVQVAEConfig, exist_ok=True)
-AutoModel.register(CogViewConfig, CogViewModel, exist_ok=True)
-AutoModel.register(CogViewVQVAEConfig, CogViewVQVAE, exist_ok=True)
-AutoModelForCausalLM.register(CogViewConfig, CogViewForCausalLM, exist_ok=True)
-PIPELINE_REGISTRY.register_pipeline(
-    "text-to-image", pipeline_class=CogViewTextToImagePipeline, pt_model=AutoModelForCausalLM, type="multimodal"
-)
-CogViewConfig.register_for_auto_class()
+# save_pretrained writes auto_map, so a saved folder names its classes for remote code
 CogViewForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 
 __all__ = ["CogViewForCausalLM", "CogViewLayerNorm", "CogViewModel", "CogViewPreTrainedModel"]

@@ -8,12 +8,6 @@ from transformers import Pipeline
 from transformers.image_utils import load_image
 
 
-CUSTOM_PIPELINES = {
-    "text-to-image": {"impl": "pipelines_cogview.CogViewTextToImagePipeline", "pt": ["AutoModelForCausalLM"], "type": "multimodal"},
-    "image-to-text": {"impl": "pipelines_cogview.CogViewImageToTextPipeline", "pt": ["AutoModelForCausalLM"], "type": "multimodal"},
-}
-
-
 class CogViewTextToImagePipeline(Pipeline):
     """prompt(s) -> for each prompt, a list of `{"image": PIL.Image}` (`num_images_per_prompt` of them).
 
@@ -82,4 +76,4 @@ class CogViewImageToTextPipeline(Pipeline):
         return [{"generated_text": self.processor.decode_caption(sequence)} for sequence in model_outputs["sequences"]]
 
 
-__all__ = ["CUSTOM_PIPELINES", "CogViewImageToTextPipeline", "CogViewTextToImagePipeline"]
+__all__ = ["CogViewImageToTextPipeline", "CogViewTextToImagePipeline"]

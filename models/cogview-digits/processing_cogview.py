@@ -1,26 +1,324 @@
-"""CogViewProcessor: text and images in, one CogView id sequence out (COGVIEW.md §2.3, §7.1).
+"""CogView's preprocessing: text and images in, one CogView id sequence out (COGVIEW.md §2.3, §5, §7.1).
 
     text-to-image prompt      [ROI1] text [BASE] [BOI1]                        (left-padded, for generate)
     text-to-image training    [ROI1] text [BASE] [BOI1] image [EOI1]           (right-padded, with labels)
     captioning prompt         [BASE] [BOI1] image [EOI1] [ROI1] (text)         (text given: for scoring/reranking)
     captioning training       [BASE] [BOI1] image [EOI1] [ROI1] text
 
-An image enters as pixels (PIL/numpy/torch: `images=`; its positions hold the placeholder and the model's VQ-VAE
-fills them from `pixel_values`) or as precomputed VQ codes (`image_codes=`, [B, h, w] or [B, h*w]).
+Three parts, in the order data flows through them:
+- the tokenizers (`CogViewTokenizer` on `sentencepiece`, `CogViewTokenizerFast` on `tokenizers`): ids ARE the model's
+  ids. Image codes at `[0, image_vocab_size)`, SentencePiece piece `p` at `image_vocab_size + p`, then the 27
+  command tokens (`[PAD]`, `[BOI1]`, `[ROI1]`, `[BASE]`, ...) as special tokens. No BOS/EOS is ever added (CogView
+  has none). Image ids decode as `<image_N>`; `skip_special_tokens` drops them.
+- the image processor (`CogViewImageProcessor`): shorter-side bilinear resize, center crop, /255, the VQ-VAE's own
+  mean/std; `postprocess` turns decoded pixels back into PIL images.
+- the processor (`CogViewProcessor`): the layouts above. An image enters as pixels (PIL/numpy/torch: `images=`; its
+  positions hold the placeholder and the model's VQ-VAE fills them from `pixel_values`) or as precomputed VQ codes
+  (`image_codes=`, [B, h, w] or [B, h*w]).
 """
 
+import json
 import logging
+import os
+import re
+import shutil
 
 import numpy as np
+import PIL.Image
+import sentencepiece as spm
 import torch
-from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
+from tokenizers import AddedToken as FastAddedToken
+from tokenizers import Tokenizer
 from transformers.feature_extraction_utils import BatchFeature
-from transformers.processing_utils import ProcessorMixin
+from transformers.image_processing_backends import PilBackend
+from transformers.image_utils import ChannelDimension, PILImageResampling, SizeDict
+from transformers.processing_utils import ImagesKwargs, ProcessorMixin, Unpack
+from transformers.tokenization_python import PreTrainedTokenizer
+from transformers.tokenization_utils_base import AddedToken
+from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
 from .configuration_cogview import COMMAND_TOKENS, CogViewConfig
-from .image_processing_cogview import CogViewImageProcessor
-from .tokenization_cogview import CogViewTokenizer, CogViewTokenizerFast
 
+
+# Tokenizers
+
+VOCAB_FILES_NAMES = {"vocab_file": "tokenizer.model"}
+IMAGE_TOKEN = re.compile(r"<image_(\d+)>")
+
+
+def image_token(code: int) -> str:
+    return f"<image_{code}>"
+
+
+def command_tokens_decoder(command_token_offset: int) -> dict[int, AddedToken]:
+    return {
+        command_token_offset + i: AddedToken(name, special=True, normalized=False, lstrip=False, rstrip=False)
+        for i, name in enumerate(COMMAND_TOKENS)
+    }
+
+
+class SkipImageTokensMixin:
+    """`skip_special_tokens` also drops image ids (they are not special tokens: 8192 of them would bloat the list)."""
+
+    def _decode(self, token_ids, skip_special_tokens: bool = False, **kwargs) -> str:
+        if isinstance(token_ids, int):
+            token_ids = [token_ids]
+        if skip_special_tokens:
+            token_ids = [i for i in token_ids if i >= self.image_vocab_size]
+        return super()._decode(token_ids, skip_special_tokens=skip_special_tokens, **kwargs)
+
+
+class CogViewTokenizer(SkipImageTokensMixin, PreTrainedTokenizer):
+    """SentencePiece (the `sentencepiece` package only) with CogView's id offsets and command tokens."""
+
+    vocab_files_names = VOCAB_FILES_NAMES
+    model_input_names = ["input_ids", "attention_mask"]
+    padding_side = "left"  # prompts are continued by generate
+
+    def __init__(self, vocab_file: str, image_vocab_size: int = 8192, pad_token="[PAD]", unk_token="<unk>", **kwargs):
+        if not vocab_file or not os.path.isfile(vocab_file):
+            raise FileNotFoundError(f"SentencePiece model not found: {vocab_file!r} (a tokenizer.model file is needed)")
+        self.vocab_file = vocab_file
+        self.sp_model = spm.SentencePieceProcessor(model_file=vocab_file)
+        self.image_vocab_size = image_vocab_size
+        self.text_vocab_size = self.sp_model.get_piece_size()
+        kwargs["added_tokens_decoder"] = command_tokens_decoder(image_vocab_size + self.text_vocab_size)
+        kwargs.setdefault("special_tokens_pattern", "none")
+        kwargs.setdefault("clean_up_tokenization_spaces", False)
+        kwargs["extra_special_tokens"] = list(COMMAND_TOKENS)  # so skip_special_tokens drops them
+        super().__init__(pad_token=pad_token, unk_token=unk_token, image_vocab_size=image_vocab_size, **kwargs)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.image_vocab_size + self.text_vocab_size
+
+    def get_vocab(self) -> dict[str, int]:
+        vocab = {image_token(i): i for i in range(self.image_vocab_size)}
+        offset = self.image_vocab_size
+        vocab.update({self.sp_model.id_to_piece(i): i + offset for i in range(self.text_vocab_size)})
+        vocab.update(self.added_tokens_encoder)
+        return vocab
+
+    def _tokenize(self, text: str, **kwargs) -> list[str]:
+        return self.sp_model.encode(text, out_type=str)
+
+    def _convert_token_to_id(self, token: str) -> int:
+        if (match := IMAGE_TOKEN.fullmatch(token)) and int(match.group(1)) < self.image_vocab_size:
+            return int(match.group(1))
+        return self.sp_model.piece_to_id(token) + self.image_vocab_size  # unknown pieces: <unk>
+
+    def _convert_id_to_token(self, index: int) -> str:
+        if 0 <= index < self.image_vocab_size:
+            return image_token(index)
+        if index < self.vocab_size:
+            return self.sp_model.id_to_piece(index - self.image_vocab_size)
+        raise ValueError(f"id {index} is outside this tokenizer's vocabulary (0..{len(self) - 1})")
+
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        """Runs of text pieces (<unk> included) decode through SentencePiece; image and command tokens stay as they
+        are."""
+        out, pieces = [], []
+        for token in tokens:
+            if token in COMMAND_TOKENS or IMAGE_TOKEN.fullmatch(token):
+                out.append(self.sp_model.decode_pieces(pieces))
+                out.append(token)
+                pieces = []
+            else:
+                pieces.append(token)
+        out.append(self.sp_model.decode_pieces(pieces))
+        return "".join(out)
+
+    def save_vocabulary(self, save_directory: str, filename_prefix: str | None = None) -> tuple[str]:
+        out_file = os.path.join(save_directory, (filename_prefix + "-" if filename_prefix else "") + VOCAB_FILES_NAMES["vocab_file"])
+        if os.path.abspath(self.vocab_file) != os.path.abspath(out_file):
+            shutil.copyfile(self.vocab_file, out_file)
+        return (out_file,)
+
+
+def build_fast_backend(vocab_file: str, image_vocab_size: int) -> Tokenizer:
+    """A `tokenizers` pipeline that encodes like SentencePiece (transformers' own SPM conversion, which follows the
+    model's normalizer spec), with every piece id shifted by `image_vocab_size` and the image and command tokens
+    placed at their ids."""
+    from transformers.convert_slow_tokenizer import SpmConverter, import_protobuf
+
+    proto = import_protobuf().ModelProto()
+    with open(vocab_file, "rb") as f:
+        proto.ParseFromString(f.read())
+    if proto.trainer_spec.model_type not in (1, 2):
+        raise ValueError(f"{vocab_file}: only BPE and unigram SentencePiece models are supported")
+    if proto.trainer_spec.model_type == 2:
+        vocab = {piece.piece: i for i, piece in enumerate(proto.pieces)}
+    else:
+        vocab = [(piece.piece, piece.score) for piece in proto.pieces]
+    backend = json.loads(SpmConverter.build_tokenizer_from_spm_proto(proto, vocab).to_str())
+
+    model = backend["model"]
+    if model["type"] == "BPE":
+        model["vocab"] = {
+            **{image_token(i): i for i in range(image_vocab_size)},
+            **{piece: i + image_vocab_size for piece, i in model["vocab"].items()},
+        }
+    else:  # unigram ids are positions in its list: put the image tokens first, never chosen (score -inf-ish)
+        model["vocab"] = [[image_token(i), -1e9] for i in range(image_vocab_size)] + model["vocab"]
+        model["unk_id"] += image_vocab_size
+    command_offset = image_vocab_size + len(proto.pieces)
+    backend["added_tokens"] = []
+    tokenizer = Tokenizer.from_str(json.dumps(backend))
+    tokenizer.add_special_tokens([FastAddedToken(name, special=True, normalized=False) for name in COMMAND_TOKENS])
+    for i, name in enumerate(COMMAND_TOKENS):
+        if tokenizer.token_to_id(name) != command_offset + i:
+            raise RuntimeError(f"command token {name} landed at {tokenizer.token_to_id(name)}, not {command_offset + i}")
+    return tokenizer
+
+
+class CogViewTokenizerFast(SkipImageTokensMixin, TokenizersBackend):
+    """The same ids as `CogViewTokenizer`, from the `tokenizers` library (built from the SentencePiece model the
+    first time, then saved and reloaded as `tokenizer.json`)."""
+
+    vocab_files_names = {**VOCAB_FILES_NAMES, "tokenizer_file": "tokenizer.json"}
+    model_input_names = ["input_ids", "attention_mask"]
+    padding_side = "left"
+    slow_tokenizer_class = CogViewTokenizer
+
+    def __init__(
+        self,
+        vocab_file: str | None = None,
+        tokenizer_file: str | None = None,
+        image_vocab_size: int = 8192,
+        pad_token="[PAD]",
+        unk_token="<unk>",
+        **kwargs,
+    ):
+        if tokenizer_file is None or not os.path.isfile(tokenizer_file):
+            if not vocab_file or not os.path.isfile(vocab_file):
+                raise FileNotFoundError("CogViewTokenizerFast needs tokenizer.json or a SentencePiece tokenizer.model")
+            kwargs["tokenizer_object"] = build_fast_backend(vocab_file, image_vocab_size)
+        self.image_vocab_size = image_vocab_size
+        kwargs.setdefault("clean_up_tokenization_spaces", False)
+        kwargs.pop("added_tokens_decoder", None)  # the backend holds the command tokens at their ids
+        super().__init__(
+            vocab_file=vocab_file,
+            tokenizer_file=tokenizer_file,
+            pad_token=pad_token,
+            unk_token=unk_token,
+            image_vocab_size=image_vocab_size,
+            **kwargs,
+        )
+
+    @classmethod
+    def convert_to_native_format(cls, trust_remote_code=False, **kwargs):
+        return kwargs  # __init__ loads tokenizer.json itself, or builds it from the SentencePiece model
+
+    def _save_pretrained(self, save_directory, file_names, legacy_format=None, filename_prefix=None):
+        # keep the SentencePiece model beside tokenizer.json so the slow tokenizer loads from the same folder
+        if self.vocab_file and os.path.isfile(self.vocab_file):
+            out_file = os.path.join(str(save_directory), (filename_prefix + "-" if filename_prefix else "") + VOCAB_FILES_NAMES["vocab_file"])
+            if os.path.abspath(self.vocab_file) != os.path.abspath(out_file):
+                shutil.copyfile(self.vocab_file, out_file)
+            file_names = file_names + (out_file,)
+        return super()._save_pretrained(save_directory, file_names, legacy_format, filename_prefix)
+
+
+# Image processor
+
+COGVIEW_MEAN = [0.79093, 0.76271, 0.75340]
+COGVIEW_STD = [0.30379, 0.32279, 0.32800]
+
+
+def to_rgb_array(image: PIL.Image.Image) -> np.ndarray:
+    """Any PIL mode -> uint8 RGB [H, W, 3]. Alpha is dropped, not composited, as the release does
+    (`ToTensor()` then the first 3 channels); 16-bit and float images are scaled to 8 bits, not clipped."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        gray = np.asarray(image, dtype=np.float64) / 65535.0
+        return np.repeat(np.round(gray * 255).astype(np.uint8)[..., None], 3, axis=-1)
+    if image.mode in ("I", "F"):
+        gray = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode == "I" and gray.max() > 255 else (255.0 if image.mode == "I" else 1.0)
+        return np.repeat(np.round(np.clip(gray / peak, 0, 1) * 255).astype(np.uint8)[..., None], 3, axis=-1)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        image = image.convert(image.mode.replace("a", "A").replace("PA", "RGBA"))
+        return np.asarray(image.convert("RGBA"))[..., :3].copy()
+    return np.asarray(image.convert("RGB"))
+
+
+class CogViewImageProcessor(PilBackend):
+    """PIL backend. Accepts PIL images of any mode, numpy arrays and torch tensors ([H, W, C] or [C, H, W], uint8
+    0-255 or float), one or a batch; returns `pixel_values` [B, 3, crop, crop]."""
+
+    model_input_names = ["pixel_values"]
+    resample = PILImageResampling.BILINEAR
+    size = {"shortest_edge": 256}
+    default_to_square = False
+    crop_size = {"height": 256, "width": 256}
+    do_resize = True
+    do_center_crop = True
+    do_rescale = True
+    rescale_factor = 1 / 255
+    do_normalize = True
+    do_convert_rgb = True
+    image_mean = COGVIEW_MEAN
+    image_std = COGVIEW_STD
+
+    def __init__(self, **kwargs: Unpack[ImagesKwargs]):
+        super().__init__(**kwargs)
+
+    def convert_to_rgb(self, image, input_data_format=None) -> np.ndarray:
+        if isinstance(image, PIL.Image.Image):
+            return to_rgb_array(image)
+        if image.ndim == 2:
+            return np.repeat(image[..., None], 3, axis=-1)
+        channels_first = image.shape[0] in (1, 3, 4) and image.shape[-1] not in (1, 3, 4)
+        if input_data_format == ChannelDimension.FIRST or channels_first:
+            image = np.moveaxis(image, 0, -1)
+        if image.shape[-1] == 1:
+            return np.repeat(image, 3, axis=-1)
+        if image.shape[-1] in (3, 4):
+            return image[..., :3]
+        raise ValueError(f"images must have 1, 3 or 4 channels, got an array of shape {image.shape}")
+
+    def resize(self, image: np.ndarray, size: SizeDict, resample=None, **kwargs) -> np.ndarray:
+        """Shorter side to `shortest_edge`, the longer one rounded to the nearest pixel (the golden pixels: a
+        427x640 photo becomes 256x384, not 256x383)."""
+        if size.shortest_edge and not size.longest_edge:
+            height, width = image.shape[-2:]
+            scale = size.shortest_edge / min(height, width)
+            size = SizeDict(height=max(1, round(height * scale)), width=max(1, round(width * scale)))
+        return super().resize(image, size, resample=resample, **kwargs)
+
+    def center_crop(self, image: np.ndarray, size, **kwargs) -> np.ndarray:
+        """torchvision's CenterCrop offsets (round((H - h) / 2)), so crops land on the release's pixels."""
+        height, width = image.shape[-2:]
+        if height < size.height or width < size.width:
+            raise ValueError(f"image of {height}x{width} is smaller than the crop {size.height}x{size.width}")
+        top = int(round((height - size.height) / 2.0))
+        left = int(round((width - size.width) / 2.0))
+        return image[..., top : top + size.height, left : left + size.width]
+
+    def postprocess(self, pixel_values: torch.Tensor, output_type: str = "pil", rescale: str = "clamp"):
+        """Normalised pixels [B, 3, H, W] -> a list of PIL images (or a uint8 array [B, H, W, 3] with
+        `output_type="np"`). `rescale="clamp"` de-normalises and clamps to [0, 1]; `rescale="minmax"` rescales each
+        image's min..max to 0..1, as the release's `save_image(normalize=True)` did."""
+        if output_type not in ("pil", "np"):
+            raise ValueError(f"output_type must be 'pil' or 'np', got {output_type!r}")
+        pixels = pixel_values.detach().float().cpu()
+        if pixels.ndim != 4 or pixels.shape[1] != 3:
+            raise ValueError(f"pixel_values must have shape [batch, 3, height, width], got {tuple(pixels.shape)}")
+        mean = torch.tensor(self.image_mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.image_std).view(1, 3, 1, 1)
+        pixels = pixels * std + mean
+        if rescale == "minmax":
+            low = pixels.amin(dim=(1, 2, 3), keepdim=True)
+            high = pixels.amax(dim=(1, 2, 3), keepdim=True)
+            pixels = (pixels - low) / (high - low).clamp_min(1e-8)
+        elif rescale != "clamp":
+            raise ValueError(f"rescale must be 'clamp' or 'minmax', got {rescale!r}")
+        array = (pixels.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        return array if output_type == "np" else [PIL.Image.fromarray(image) for image in array]
+
+
+# Processor
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +339,15 @@ class CogViewProcessor(ProcessorMixin):
         self.max_length = max_length
         self.image_placeholder = image_placeholder
         super().__init__(image_processor, tokenizer, **kwargs)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Also writes the code bundle, so the folder loads with `trust_remote_code=True` where this project is
+        not installed."""
+        from .remote_code import write_remote_code  # the bundle knows every file; imported late
+
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        write_remote_code(save_directory)
+        return result
 
     @classmethod
     def from_sentencepiece(cls, sentencepiece_model, config: CogViewConfig, fast: bool = True) -> "CogViewProcessor":
@@ -248,12 +555,10 @@ class CogViewProcessor(ProcessorMixin):
         return ["input_ids", "attention_mask", "pixel_values"]
 
 
-# Importing registers the Auto classes, and makes save_pretrained write auto_map plus these files (remote code).
-AutoImageProcessor.register(CogViewConfig, image_processor_classes={"pil": CogViewImageProcessor}, exist_ok=True)
-AutoTokenizer.register(CogViewConfig, slow_tokenizer_class=CogViewTokenizer, fast_tokenizer_class=CogViewTokenizerFast, exist_ok=True)
-AutoProcessor.register(CogViewConfig, CogViewProcessor, exist_ok=True)
+# save_pretrained writes auto_map and the code files, so a saved folder loads as remote code.
 CogViewImageProcessor.register_for_auto_class("AutoImageProcessor")
 CogViewTokenizerFast.register_for_auto_class("AutoTokenizer")
 CogViewProcessor.register_for_auto_class("AutoProcessor")
 
-__all__ = ["CogViewProcessor"]
+
+__all__ = ["CogViewImageProcessor", "CogViewProcessor", "CogViewTokenizer", "CogViewTokenizerFast"]

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .configuration_cogview import COMMAND_TOKENS, CogViewConfig, CogViewVQVAEConfig
+from configuration_cogview import COMMAND_TOKENS, CogViewConfig, CogViewVQVAEConfig
+
 from .modeling_cogview import CogViewForCausalLM
 
 
@@ -256,7 +257,7 @@ def convert(
     model = build_model(config, weights, dtype)
     model.save_pretrained(output_dir)
     if tokenizer_path is not None:
-        from .processing_cogview import CogViewProcessor
+        from processing_cogview import CogViewProcessor
 
         CogViewProcessor.from_sentencepiece(tokenizer_path, config).save_pretrained(output_dir)
     return model

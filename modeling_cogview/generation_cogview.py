@@ -6,7 +6,7 @@ import torch
 from transformers.generation.logits_process import LogitsProcessor
 from transformers.generation.streamers import BaseStreamer
 
-from .configuration_cogview import CogViewConfig
+from configuration_cogview import CogViewConfig
 
 
 class CogViewLogitsProcessor(LogitsProcessor):

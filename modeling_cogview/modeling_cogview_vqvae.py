@@ -9,7 +9,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 
-from .configuration_cogview import CogViewVQVAEConfig
+from configuration_cogview import CogViewVQVAEConfig
 
 
 class CogViewVQVAEEncoder(nn.Sequential):

@@ -156,4 +156,7 @@ class CogViewConfig(PreTrainedConfig):
         return self.command_token_offset + COMMAND_TOKENS.index(name)
 
 
+# save_pretrained writes auto_map, so a saved config names its class for remote code
+CogViewConfig.register_for_auto_class()
+
 __all__ = ["COMMAND_TOKENS", "CogViewConfig", "CogViewVQVAEConfig"]
