@@ -2,21 +2,43 @@
 release's VQ-VAE, into a folder that `CogViewForCausalLM.from_pretrained` (and `AutoModelForCausalLM`) loads.
 
 Every dimension is read off the tensors; only the head count is not in the weights (flag, SAT config, or 40).
+The conversion streams: the checkpoint is memory-mapped, each tensor is renamed, split and cast on its own, and the
+weights are written shard by shard (safetensors, `--max_shard_size`), so the 7.9 GB release converts in a few GB of
+RAM. The folder appears at `--output_dir` only once complete.
 """
 
 import argparse
 import builtins
 import json
+import logging
+import os
 import re
+import secrets
+import shutil
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from huggingface_hub import split_torch_state_dict_into_shards
+from huggingface_hub.serialization._base import parse_size_to_int
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+from transformers import GenerationConfig
+from transformers.dynamic_module_utils import custom_object_save
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 from configuration_cogview import COMMAND_TOKENS, CogViewConfig, CogViewVQVAEConfig
 
 from .modeling_cogview import CogViewForCausalLM
+from .remote_code import write_remote_code
+
+
+logger = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
@@ -39,6 +61,8 @@ SAFE_CHECKPOINT_GLOBALS = [
 DEFAULT_NUM_HEADS = 40  # the only released size: 48 layers x 2560 hidden x 40 heads
 RELEASE_IMAGE_VOCAB_SIZE = 8192
 RELEASE_TEXT_VOCAB_SIZE = 50000
+DEFAULT_MAX_SHARD_SIZE = "2GB"
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since torch 1.6; the older pickle stream cannot be memory-mapped
 
 LAYER_RENAMES = {
     "input_layernorm": "input_layernorm",
@@ -59,14 +83,24 @@ GLOBAL_RENAMES = {
 LAYER_KEY = re.compile(r"transformer\.layers\.(\d+)\.(.+)\.(weight|bias)$")
 
 
-def safe_torch_load(path: Path) -> dict:
+def safe_torch_load(path: Path, mmap: bool = True) -> dict:
+    """torch.load(weights_only=True) with the allow-list, memory-mapped where the file allows it: the tensors are then
+    views of the file (page cache, read as they are used), not copies in RAM."""
     if not path.is_file():
         raise CheckpointError(f"no such checkpoint file: {path}")
+    if mmap and not is_zip_checkpoint(path):
+        logger.warning("%s is in torch's legacy (pre-1.6) format, which cannot be memory-mapped: loading it whole into RAM", path)
+        mmap = False
     try:
         with torch.serialization.safe_globals(SAFE_CHECKPOINT_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:  # the unpickler's message names the refused global
         raise CheckpointError(f"cannot load {path} safely (weights_only=True): {error}") from error
+
+
+def is_zip_checkpoint(path: Path) -> bool:
+    with path.open("rb") as file:
+        return file.read(len(ZIP_MAGIC)) == ZIP_MAGIC
 
 
 def locate_transformer_checkpoint(path: Path) -> tuple[Path, dict]:
@@ -145,7 +179,8 @@ def infer_config(
 
 
 def convert_transformer_state_dict(state_dict: dict[str, torch.Tensor], config: CogViewConfig) -> dict[str, torch.Tensor]:
-    """Release/SAT names -> ours; the fused [Q;K;V] rows are split into q_proj, k_proj, v_proj."""
+    """Release/SAT names -> ours; the fused [Q;K;V] rows are split into q_proj, k_proj, v_proj. Row blocks of a
+    contiguous tensor are contiguous views: nothing is copied (a memory-mapped checkpoint stays on disk)."""
     converted = {}
     for key, tensor in state_dict.items():
         if key in GLOBAL_RENAMES:
@@ -211,25 +246,130 @@ def convert_vqvae_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, t
     return converted
 
 
-def build_model(config: CogViewConfig, state_dict: dict[str, torch.Tensor], dtype: torch.dtype | None) -> CogViewForCausalLM:
-    with torch.device("meta"):
-        model = CogViewForCausalLM(config)
-    expected = {k: v.shape for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    wrong_shape = [f"{k}: {tuple(state_dict[k].shape)} vs {tuple(s)}" for k, s in expected.items() if k in state_dict and state_dict[k].shape != s]
+def check_fits(model: CogViewForCausalLM, weights: dict[str, torch.Tensor]):
+    """Every tensor the model has (but the tied lm_head), of its shape, and nothing else."""
+    expected = {k: v.shape for k, v in model.state_dict().items() if k not in model._tied_weights_keys}
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    wrong_shape = [f"{k}: {tuple(weights[k].shape)} vs {tuple(s)}" for k, s in expected.items() if k in weights and weights[k].shape != s]
     if missing or unexpected or wrong_shape:
         raise CheckpointError(
             "checkpoint does not fit the inferred architecture: "
             + "; ".join(f"{what}: {items[:5]}" for what, items in (("missing", missing), ("unexpected", unexpected), ("shape", wrong_shape)) if items)
         )
-    target_dtype = dtype or state_dict["model.embed_tokens.weight"].dtype
-    # the VQ-VAE stays in fp32 (_keep_in_fp32_modules): half precision can flip nearest-code choices
-    cast = {k: v.to(torch.float32 if k.startswith("vqvae.") else target_dtype) for k, v in state_dict.items()}
-    model.load_state_dict(cast, strict=False, assign=True)
+
+
+def target_dtypes(weights: dict[str, torch.Tensor], dtype: torch.dtype | None) -> dict[str, torch.dtype]:
+    """`dtype` (default: the checkpoint's own) for the transformer; the VQ-VAE stays in fp32 (_keep_in_fp32_modules):
+    half precision can flip nearest-code choices."""
+    transformer_dtype = dtype or weights["model.embed_tokens.weight"].dtype
+    return {k: torch.float32 if k.startswith("vqvae.") else transformer_dtype for k in weights}
+
+
+def build_model(config: CogViewConfig, state_dict: dict[str, torch.Tensor], dtype: torch.dtype | None) -> CogViewForCausalLM:
+    """The converted weights as a model in RAM (the conversion itself streams to disk instead; see `convert`)."""
+    with torch.device("meta"):
+        model = CogViewForCausalLM(config)
+    check_fits(model, state_dict)
+    dtypes = target_dtypes(state_dict, dtype)
+    model.load_state_dict({k: v.to(dtypes[k]) for k, v in state_dict.items()}, strict=False, assign=True)
     model.tie_weights()
-    model.config.dtype = target_dtype
+    model.config.dtype = dtypes["model.embed_tokens.weight"]
     return model.eval()
+
+
+def plan_shards(model: CogViewForCausalLM, weights: dict[str, torch.Tensor], dtypes: dict[str, torch.dtype], max_shard_size: int | str):
+    """The shards save_pretrained would write (huggingface_hub's greedy split in the model's key order, same file
+    names), planned from shapes and dtypes alone: meta tensors stand in for the data."""
+    planned = {k: torch.empty(weights[k].shape, dtype=dtypes[k], device="meta") for k in model.state_dict() if k in weights}
+    return split_torch_state_dict_into_shards(
+        planned, filename_pattern=SAFE_WEIGHTS_NAME.replace(".safetensors", "{suffix}.safetensors"), max_shard_size=max_shard_size
+    )
+
+
+def write_weights(folder: Path, weights: dict[str, torch.Tensor], dtypes: dict[str, torch.dtype], split, num_parameters: int, progress_bar: bool):
+    """One shard at a time: a tensor that needs no cast is written straight from the mapped file, a cast one is copied,
+    so at most one shard's copies are in RAM. The index is the one save_pretrained writes."""
+    bar = tqdm(total=len(split.tensor_to_filename), desc="converting", unit="tensor", disable=not progress_bar)
+    for filename, keys in split.filename_to_tensors.items():
+        bar.set_postfix_str(filename)
+        shard = {key: weights[key].to(dtypes[key]).contiguous() for key in keys}
+        save_file(shard, folder / filename, metadata={"format": "pt"})
+        del shard
+        bar.update(len(keys))
+    bar.close()
+    if split.is_sharded:
+        index = {"metadata": {"total_parameters": num_parameters, **split.metadata}, "weight_map": split.tensor_to_filename}
+        (folder / SAFE_WEIGHTS_INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def release_generation_config(config: CogViewConfig) -> GenerationConfig:
+    """The release's sampling (text2image.sh): top-k 200 at temperature 1, one full grid of new tokens. Written here,
+    not taken from the model: a model built from a bare config generates greedily."""
+    generation_config = GenerationConfig(
+        do_sample=True, top_k=200, temperature=1.0, max_new_tokens=config.num_image_tokens, pad_token_id=config.pad_token_id
+    )
+    generation_config._from_model_config = False  # deliberate defaults: a saved file's extras must load too
+    return generation_config
+
+
+def write_config_and_code(model: CogViewForCausalLM, folder: Path, dtype: torch.dtype):
+    """What save_pretrained writes besides the weights: config.json (weights' dtype, architectures, auto_map),
+    generation_config.json and the remote-code bundle."""
+    model.config.dtype = dtype
+    model.config.architectures = [type(model).__name__]
+    custom_object_save(model, folder, config=model.config)  # auto_map; the bundle below replaces the copied files
+    model.config.save_pretrained(folder)
+    release_generation_config(model.config).save_pretrained(folder)
+    write_remote_code(folder)
+
+
+def is_empty_dir(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())
+
+
+def check_output_dir(output_dir: Path, overwrite: bool):
+    if output_dir.exists() and not overwrite and not is_empty_dir(output_dir):
+        raise CheckpointError(f"{output_dir} exists and is not empty: pass --overwrite to replace it")
+
+
+@contextmanager
+def atomic_output_dir(output_dir: Path, overwrite: bool) -> Iterator[Path]:
+    """A temporary folder beside `output_dir` that is renamed to it once complete, so a killed conversion never leaves
+    a folder that looks converted. On an error (or Ctrl-C) the temporary folder is removed; a SIGKILL leaves it as
+    `.tmp-<name>-<random>`."""
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    temp_dir = output_dir.parent / f".tmp-{output_dir.name}-{secrets.token_hex(4)}"
+    temp_dir.mkdir()  # mkdir, not mkdtemp: the folder keeps the umask's permissions, not 0700
+    try:
+        yield temp_dir
+        replace_dir(temp_dir, output_dir, overwrite)
+    except BaseException:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        raise
+
+
+def replace_dir(new: Path, target: Path, overwrite: bool):
+    """rename(2) is atomic and replaces an empty folder; a non-empty one is first moved aside, then deleted."""
+    check_output_dir(target, overwrite)  # again: something may have been written there meanwhile
+    if not target.exists() or is_empty_dir(target):
+        os.replace(new, target)
+        return
+    old = new.with_name(new.name + "-old")
+    os.replace(target, old)
+    os.replace(new, target)
+    if old.is_dir():
+        shutil.rmtree(old)
+    else:
+        old.unlink()
+
+
+@dataclass
+class Conversion:
+    output_dir: Path
+    config: CogViewConfig
+    num_parameters: int
+    weight_files: list[str]
 
 
 def convert(
@@ -239,7 +379,12 @@ def convert(
     vqvae_path: str | Path | None = None,
     tokenizer_path: str | Path | None = None,
     dtype: torch.dtype | None = None,
-) -> CogViewForCausalLM:
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+    overwrite: bool = False,
+    progress_bar: bool = False,
+) -> Conversion:
+    output_dir = Path(output_dir)
+    check_output_dir(output_dir, overwrite)
     state_dict, sat_config = load_transformer_state_dict(Path(checkpoint_path))
     heads = num_attention_heads or sat_config.get("num_attention_heads") or DEFAULT_NUM_HEADS
     vq_config, weights = None, {}
@@ -254,16 +399,33 @@ def convert(
         text_vocab_size = sentencepiece.SentencePieceProcessor(model_file=str(tokenizer_path)).get_piece_size()
     config = infer_config(state_dict, heads, vq_config, text_vocab_size)
     weights.update(convert_transformer_state_dict(state_dict, config))
-    model = build_model(config, weights, dtype)
-    model.save_pretrained(output_dir)
-    if tokenizer_path is not None:
-        from processing_cogview import CogViewProcessor
+    with torch.device("meta"):  # the architecture without its weights: key order, shapes, config and code to save
+        model = CogViewForCausalLM(config)
+    check_fits(model, weights)
+    dtypes = target_dtypes(weights, dtype)
+    split = plan_shards(model, weights, dtypes, max_shard_size)
+    with atomic_output_dir(output_dir, overwrite) as folder:
+        write_weights(folder, weights, dtypes, split, model.num_parameters(), progress_bar)
+        write_config_and_code(model, folder, dtypes["model.embed_tokens.weight"])
+        if tokenizer_path is not None:
+            from processing_cogview import CogViewProcessor
 
-        CogViewProcessor.from_sentencepiece(tokenizer_path, config).save_pretrained(output_dir)
-    return model
+            CogViewProcessor.from_sentencepiece(tokenizer_path, config).save_pretrained(folder)
+    return Conversion(output_dir, model.config, model.num_parameters(), list(split.filename_to_tensors))
 
 
 DTYPES = {"auto": None, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def shard_size(text: str) -> int | str:
+    """--max_shard_size: bytes, or a size with a unit as transformers takes it ("2GB", "500MB")."""
+    if text.isdigit():
+        return int(text)
+    try:
+        parse_size_to_int(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,20 +435,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num_attention_heads", type=int, default=None, help="default: SAT config, else 40")
     parser.add_argument("--vqvae_path", default=None, help="the release's VQ-VAE state dict (vqvae_hard_biggerset_011.pt)")
     parser.add_argument("--tokenizer_path", default=None, help="SentencePiece model (cog-pretrain.model): writes the processor")
-    parser.add_argument("--dtype", choices=list(DTYPES), default="auto", help="default: the checkpoint's own dtype")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="auto", help="default: the checkpoint's own dtype (the VQ-VAE stays float32)")
+    parser.add_argument("--max_shard_size", type=shard_size, default=DEFAULT_MAX_SHARD_SIZE,
+                        help='largest safetensors shard, e.g. "2GB" (default), "500MB" or bytes; a larger tensor gets a shard of its own')  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true", help="replace output_dir if it exists and is not empty")
     args = parser.parse_args(argv)
+    # a plain `kill` unwinds like Ctrl-C, so the half-written temporary folder is removed
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
-        model = convert(
-            args.checkpoint_path, args.output_dir, args.num_attention_heads, args.vqvae_path, args.tokenizer_path, DTYPES[args.dtype]
-        )
+        result = convert(
+            args.checkpoint_path, args.output_dir, args.num_attention_heads, args.vqvae_path, args.tokenizer_path, DTYPES[args.dtype],
+            max_shard_size=args.max_shard_size, overwrite=args.overwrite, progress_bar=True,
+        )  # fmt: skip
     except CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    config = model.config
+    config = result.config
     print(
         f"wrote {args.output_dir}: {config.num_hidden_layers} layers, hidden {config.hidden_size}, "
         f"{config.num_attention_heads} heads, vocab {config.vocab_size}, "
-        f"VQ-VAE {'yes' if config.vq_config is not None else 'no'}, {model.num_parameters():,} parameters"
+        f"VQ-VAE {'yes' if config.vq_config is not None else 'no'}, {result.num_parameters:,} parameters "
+        f"in {len(result.weight_files)} file{'s' if len(result.weight_files) > 1 else ''}"
     )
     return 0
 

@@ -23,6 +23,7 @@ class CogViewTextToImagePipeline(Pipeline):
 
     def _sanitize_parameters(self, num_images_per_prompt=None, seed=None, generator=None, rerank_candidates=None, **generate_kwargs):
         forward = dict(generate_kwargs)
+        forward.setdefault("progress_bar", True)  # a pipeline shows its progress; model.generate only when asked
         if rerank_candidates is not None:
             forward["rerank_candidates"] = rerank_candidates
         if num_images_per_prompt is not None:

@@ -21,6 +21,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from configuration_cogview import CogViewConfig
 from modeling_cogview import CogViewForCausalLM, CogViewVQVAE
+from modeling_cogview.generation_cogview import release_generation_config
 from processing_cogview import CogViewImageProcessor, CogViewProcessor, CogViewTokenizerFast
 
 
@@ -222,6 +223,8 @@ def main(argv=None) -> int:
             final = trained.merge_and_unload()
         base = final.get_base_model() if hasattr(final, "get_base_model") else final
         generation = {k: v for k, v in (("top_k", args.gen_top_k), ("temperature", args.gen_temperature), ("guidance_scale", args.gen_guidance_scale), ("rerank_candidates", args.gen_rerank_candidates)) if v is not None}
+        if not base.generation_config.do_sample:  # built from a config (greedy): the trained folder samples as the release did
+            base.generation_config = release_generation_config(base.config)
         base.generation_config.update(**generation)
         final.save_pretrained(output_dir)
         if args.lora_r and not args.merge_lora:

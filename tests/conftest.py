@@ -7,6 +7,7 @@ import torch
 from configuration_cogview import CogViewConfig
 from modeling_cogview import CogViewForCausalLM
 from modeling_cogview.convert_cogview_checkpoint import convert
+from modeling_cogview.generation_cogview import release_generation_config
 
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -55,7 +56,9 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     output = tmp_path_factory.mktemp("tiny-model")
     torch.manual_seed(0)
     config = tiny_config(vocab_size=50100, text_vocab_size=50000, max_position_embeddings=64)
-    CogViewForCausalLM(config).save_pretrained(output)
+    model = CogViewForCausalLM(config)
+    model.generation_config = release_generation_config(config)  # a folder samples as the release did
+    model.save_pretrained(output)
     CogViewProcessor.from_sentencepiece(GOLDEN / "tokenizer" / "cog-pretrain.model", config).save_pretrained(output)
     return output
 

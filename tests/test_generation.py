@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from modeling_cogview import CogViewForCausalLM
-from modeling_cogview.generation_cogview import CogViewGuidance, CogViewLogitsProcessor
+from modeling_cogview.generation_cogview import CogViewGuidanceTwins, CogViewLogitsProcessor
 from processing_cogview import CogViewProcessor
 
 
@@ -48,13 +48,17 @@ def test_greedy_is_the_same_with_and_without_cache_and_batched_or_alone(model_an
     assert torch.equal(static[:, -16:], batched)
 
 
-def test_guidance_scale_one_through_the_doubled_batch_equals_no_guidance(model_and_processor):
+def test_guidance_twins_replace_the_text_and_keep_the_image(model_and_processor):
     model, processor = model_and_processor
-    inputs = processor(text=PROMPTS)
-    plain = model.generate(**inputs, do_sample=False, progress_bar=False)
-    doubled = model.generate(**inputs, do_sample=False, progress_bar=False, guidance=CogViewGuidance(model.config, 1.0, inputs["attention_mask"]))
-    assert torch.equal(plain, doubled)
-    assert torch.equal(plain, model.generate(**inputs, do_sample=False, guidance_scale=1.0, progress_bar=False))
+    inputs = processor(text=PROMPTS)  # left-padded: the first prompt is shorter
+    ids, mask, positions = CogViewGuidanceTwins(model.config).double(inputs["input_ids"], inputs["attention_mask"], None)
+    token = processor.tokenizer.convert_tokens_to_ids
+    assert torch.equal(ids[:2], inputs["input_ids"]) and torch.equal(mask[:2], inputs["attention_mask"])
+    for twin, twin_mask, twin_positions in zip(ids[2:], mask[2:], positions[2:]):
+        assert twin[twin_mask.bool()].tolist() == [token("[ROI1]"), token("[BASE]"), token("[BOI1]")]
+        assert twin_positions[twin_mask.bool()].tolist() == [0, 1, 2]
+    plain = model.generate(**inputs, do_sample=False)
+    assert torch.equal(plain, model.generate(**inputs, do_sample=False, guidance_scale=1.0))
 
 
 def test_guidance_changes_the_image_and_matches_its_definition(model_and_processor):
@@ -159,8 +163,8 @@ def test_generation_options_are_respected(model_and_processor):
 
     model, processor = model_and_processor
     inputs = processor(text=PROMPTS[:1])
-    with pytest.raises(ValueError, match="needs the cache"):
-        model.generate(**inputs, guidance_scale=3.0, use_cache=False, progress_bar=False)
+    guided = model.generate(**inputs, guidance_scale=3.0, do_sample=False)
+    assert torch.equal(guided, model.generate(**inputs, guidance_scale=3.0, do_sample=False, use_cache=False))
     config = GenerationConfig(do_sample=False, max_new_tokens=5, pad_token_id=model.config.pad_token_id)
     assert model.generate(**inputs, generation_config=config, progress_bar=False).shape[1] == inputs["input_ids"].shape[1] + 5
     beams = model.generate(**inputs, num_beams=2, do_sample=False)  # the progress bar stays out of beam search
