@@ -3,8 +3,9 @@ release's VQ-VAE, into a folder that `CogViewForCausalLM.from_pretrained` (and `
 
 Every dimension is read off the tensors; only the head count is not in the weights (flag, SAT config, or 40).
 The conversion streams: the checkpoint is memory-mapped, each tensor is renamed, split and cast on its own, and the
-weights are written shard by shard (safetensors, `--max_shard_size`), so the 7.9 GB release converts in a few GB of
-RAM. The folder appears at `--output_dir` only once complete.
+weights are written shard by shard (safetensors, `--max_shard_size`): kept in its dtype, the 7.9 GB release converts
+in no more anonymous memory than the imports take (a cast holds one shard's copies). The folder appears at
+`--output_dir` only once complete.
 """
 
 import argparse
@@ -17,6 +18,7 @@ import secrets
 import shutil
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,16 +26,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from huggingface_hub import split_torch_state_dict_into_shards
+from huggingface_hub import StateDictSplit, split_torch_state_dict_into_shards
 from huggingface_hub.serialization._base import parse_size_to_int
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
-from transformers import GenerationConfig
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
 from configuration_cogview import COMMAND_TOKENS, CogViewConfig, CogViewVQVAEConfig
 
+from .generation_cogview import release_generation_config
 from .modeling_cogview import CogViewForCausalLM
 from .remote_code import write_remote_code
 
@@ -278,7 +280,9 @@ def build_model(config: CogViewConfig, state_dict: dict[str, torch.Tensor], dtyp
     return model.eval()
 
 
-def plan_shards(model: CogViewForCausalLM, weights: dict[str, torch.Tensor], dtypes: dict[str, torch.dtype], max_shard_size: int | str):
+def plan_shards(
+    model: CogViewForCausalLM, weights: dict[str, torch.Tensor], dtypes: dict[str, torch.dtype], max_shard_size: int | str
+) -> StateDictSplit:
     """The shards save_pretrained would write (huggingface_hub's greedy split in the model's key order, same file
     names), planned from shapes and dtypes alone: meta tensors stand in for the data."""
     planned = {k: torch.empty(weights[k].shape, dtype=dtypes[k], device="meta") for k in model.state_dict() if k in weights}
@@ -287,7 +291,14 @@ def plan_shards(model: CogViewForCausalLM, weights: dict[str, torch.Tensor], dty
     )
 
 
-def write_weights(folder: Path, weights: dict[str, torch.Tensor], dtypes: dict[str, torch.dtype], split, num_parameters: int, progress_bar: bool):
+def write_weights(
+    folder: Path,
+    weights: dict[str, torch.Tensor],
+    dtypes: dict[str, torch.dtype],
+    split: StateDictSplit,
+    num_parameters: int,
+    progress_bar: bool,
+):
     """One shard at a time: a tensor that needs no cast is written straight from the mapped file, a cast one is copied,
     so at most one shard's copies are in RAM. The index is the one save_pretrained writes."""
     bar = tqdm(total=len(split.tensor_to_filename), desc="converting", unit="tensor", disable=not progress_bar)
@@ -301,16 +312,6 @@ def write_weights(folder: Path, weights: dict[str, torch.Tensor], dtypes: dict[s
     if split.is_sharded:
         index = {"metadata": {"total_parameters": num_parameters, **split.metadata}, "weight_map": split.tensor_to_filename}
         (folder / SAFE_WEIGHTS_INDEX_NAME).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def release_generation_config(config: CogViewConfig) -> GenerationConfig:
-    """The release's sampling (text2image.sh): top-k 200 at temperature 1, one full grid of new tokens. Written here,
-    not taken from the model: a model built from a bare config generates greedily."""
-    generation_config = GenerationConfig(
-        do_sample=True, top_k=200, temperature=1.0, max_new_tokens=config.num_image_tokens, pad_token_id=config.pad_token_id
-    )
-    generation_config._from_model_config = False  # deliberate defaults: a saved file's extras must load too
-    return generation_config
 
 
 def write_config_and_code(model: CogViewForCausalLM, folder: Path, dtype: torch.dtype):
@@ -366,6 +367,8 @@ def replace_dir(new: Path, target: Path, overwrite: bool):
 
 @dataclass
 class Conversion:
+    """What `convert` wrote: the folder, its config, the parameter count and the weight files."""
+
     output_dir: Path
     config: CogViewConfig
     num_parameters: int
@@ -428,6 +431,19 @@ def shard_size(text: str) -> int | str:
     return text
 
 
+@contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """A plain `kill` (SIGTERM) unwinds like Ctrl-C while converting, so the temporary folder is removed."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint_path", required=True, help="release dir, SwissArmyTransformer dir, or a .pt file")
@@ -440,13 +456,12 @@ def main(argv: list[str] | None = None) -> int:
                         help='largest safetensors shard, e.g. "2GB" (default), "500MB" or bytes; a larger tensor gets a shard of its own')  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace output_dir if it exists and is not empty")
     args = parser.parse_args(argv)
-    # a plain `kill` unwinds like Ctrl-C, so the half-written temporary folder is removed
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
-        result = convert(
-            args.checkpoint_path, args.output_dir, args.num_attention_heads, args.vqvae_path, args.tokenizer_path, DTYPES[args.dtype],
-            max_shard_size=args.max_shard_size, overwrite=args.overwrite, progress_bar=True,
-        )  # fmt: skip
+        with sigterm_unwinds():
+            result = convert(
+                args.checkpoint_path, args.output_dir, args.num_attention_heads, args.vqvae_path, args.tokenizer_path, DTYPES[args.dtype],
+                max_shard_size=args.max_shard_size, overwrite=args.overwrite, progress_bar=True,
+            )  # fmt: skip
     except CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

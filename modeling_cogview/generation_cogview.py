@@ -84,43 +84,40 @@ class CogViewLogitsProcessor(LogitsProcessor):
 class CogViewGuidanceTwins:
     """Classifier-free guidance (MusicGen/Dia style): each row runs beside an unconditional twin, in one doubled
     batch whose first half is the conditional rows. A twin is its row with the text replaced: `[ROI1] [BASE] [BOI1]`
-    right-aligned before the row's last `[BOI1]`, padding before it, then the same image tokens. Built from the ids
-    so far at every step (prefill, chunked prefill and decode alike), so nothing is kept between steps.
-    `ClassifierFreeGuidanceLogitsProcessor` combines the two halves' logits."""
+    right-aligned before the row's last `[BOI1]` (column `text_start`, found once in the prompt), padding before it,
+    then the same image tokens. The twins are rebuilt from the ids at every call (prefill, each chunk of a chunked
+    prefill, decode), so nothing is kept between steps; `ClassifierFreeGuidanceLogitsProcessor` combines the halves."""
 
     def __init__(self, config: CogViewConfig):
         self.pad = config.pad_token_id
         self.roi1, self.base = config.command_token_id("[ROI1]"), config.command_token_id("[BASE]")
         self.boi1 = torch.tensor([config.command_token_id("[BOI1]")], device="cpu")
 
-    def text_start(self, input_ids: torch.LongTensor) -> torch.LongTensor:
-        """Per row: where the twin's `[ROI1]` goes (two before the last [BOI1]); negative when the prompt is too short."""
-        return last_position(input_ids, self.boi1) - 2
-
-    def check(self, input_ids: torch.LongTensor):
-        """Once per generate call: every row must end in an open image that has room for the twin's prompt."""
-        if bool((last_position(input_ids, self.boi1) < 0).any()):
+    def text_start(self, prompt_ids: torch.LongTensor) -> torch.LongTensor:
+        """Once per generate call, from the whole prompt: per row, the column of the twin's `[ROI1]`. Every row must
+        end in an open image with room for the twin's prompt."""
+        last_boi = last_position(prompt_ids, self.boi1)
+        if bool((last_boi < 0).any()):
             raise ValueError("guidance_scale applies to text-to-image prompts (ending in an open [BOI1] image)")
-        if bool((self.text_start(input_ids) < 0).any()):
+        if bool((last_boi < 2).any()):
             raise ValueError("a prompt shorter than its unconditional twin ([ROI1] [BASE] [BOI1]) cannot be guided")
+        return last_boi - 2
 
     def double(
-        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None, position_ids: torch.LongTensor | None
+        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor, position_ids: torch.LongTensor, text_start: torch.LongTensor
     ) -> tuple[torch.LongTensor, torch.Tensor, torch.LongTensor]:
-        """[B, T] ids, 2D mask (None: all ones) and positions -> the doubled batch's [2B, T] ids, mask and positions."""
-        start = self.text_start(input_ids)[:, None]
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        twin = torch.where(positions == start, self.roi1, torch.where(positions == start + 1, self.base, input_ids))
-        twin = torch.where(positions < start, self.pad, twin)
-        twin_mask = (positions >= start).long()
-        twin_positions = (positions - start).clamp_min(0)
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if position_ids is None:
-            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+        """The last `n` ids [B, n] of sequences whose 2D mask [B, L] covers all L columns so far, with their positions
+        [B, n] -> the doubled batch's ids [2B, n], mask [2B, L] and positions [2B, n]."""
+        length = attention_mask.shape[1]
+        start = text_start[:, None].to(input_ids.device)
+        columns = torch.arange(length - input_ids.shape[1], length, device=input_ids.device)
+        twin = torch.where(columns == start, self.roi1, torch.where(columns == start + 1, self.base, input_ids))
+        twin = torch.where(columns < start, self.pad, twin)
+        twin_mask = (torch.arange(length, device=input_ids.device) >= start).to(attention_mask.dtype)
+        twin_positions = (columns - start).clamp_min(0)
         return (
             torch.cat([input_ids, twin]),
-            torch.cat([attention_mask.long(), twin_mask]),
+            torch.cat([attention_mask, twin_mask]),
             torch.cat([position_ids.expand(len(input_ids), -1), twin_positions]),
         )
 

@@ -244,7 +244,7 @@ class CogViewModel(CogViewPreTrainedModel):
             if input_ids.shape[1] > 1 and not is_torchdynamo_compiling():  # decode steps sample from our own logits
                 self.check_ids_in_vocabulary(input_ids)
             inputs_embeds = self.embed_tokens(input_ids)
-        if use_cache and cache is None:
+        if use_cache and cache is None and not self.training:  # training never reads a cache (and packs by position)
             cache = DynamicCache(config=self.config)
 
         if position_ids is None:
@@ -321,7 +321,6 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
     """The transformer with tied output logits, holding its frozen VQ-VAE as `vqvae` (when it has one)."""
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
-    _keep_in_fp32_modules = ["vqvae"]  # half precision can flip the VQ-VAE's nearest-code choices
     _tp_plan = {"lm_head": "colwise_gather_output"}
     _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
     output_modalities = ("image", "text")
@@ -332,6 +331,8 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         self.model = CogViewModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.vqvae = CogViewVQVAE._from_config(config.vq_config) if config.vq_config is not None else None
+        # half precision (bf16 too) can flip the VQ-VAE's nearest-code choices: it stays fp32 when there is one
+        self._keep_in_fp32_modules_strict = ["vqvae"] if self.vqvae is not None else []
         self.post_init()
         if self.vqvae is not None:
             self.vqvae.requires_grad_(False)
@@ -399,8 +400,8 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         if guidance is not None:
             scale, given = guidance
             if in_open_image:
-                CogViewGuidanceTwins(self.config).check(inputs)
                 model_kwargs["guidance_scale"] = scale
+                model_kwargs["guidance_text_start"] = CogViewGuidanceTwins(self.config).text_start(inputs)
             elif given:  # a folder's default guidance applies to image prompts; captions ignore it
                 raise ValueError("guidance_scale applies to text-to-image prompts (ending in an open [BOI1] image)")
         if in_open_image and len(set(filled.tolist())) == 1:
@@ -443,6 +444,9 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, generation_mode, batch_size, max_cache_length):
         if model_kwargs.get("guidance_scale") is not None:
             batch_size *= 2  # each row and its unconditional twin
+            if model_kwargs.get("attention_mask") is None:  # generate drops an all-ones mask; the twins are padded
+                rows = len(model_kwargs["guidance_text_start"])
+                model_kwargs["attention_mask"] = torch.ones(rows, generation_config._mask_length, dtype=torch.long, device=self.device)
         return super()._prepare_cache_for_generation(generation_config, model_kwargs, generation_mode, batch_size, max_cache_length)
 
     def _get_logits_processor(self, generation_config, *args, logits_processor=None, model_kwargs=None, **kwargs):
@@ -458,18 +462,36 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
     def prepare_inputs_for_generation(
         self,
         input_ids: torch.LongTensor,
-        *args,
+        next_sequence_length: int | None = None,
+        cache: Cache | None = None,
         attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        is_first_iteration: bool | None = False,
         guidance_scale: float | None = None,
+        guidance_text_start: torch.LongTensor | None = None,
         image_grid_end: int | None = None,
         **kwargs,
     ):
         """Doubles the batch with the unconditional twins under guidance, and asks for image-only logits while the
         whole batch is inside an image (a Python comparison of lengths: no tensor is read)."""
+        length = attention_mask.shape[1] if attention_mask is not None else input_ids.shape[1]
         if guidance_scale is not None:
-            input_ids, attention_mask, kwargs["position_ids"] = CogViewGuidanceTwins(self.config).double(input_ids, attention_mask, kwargs.get("position_ids"))
-        model_inputs = super().prepare_inputs_for_generation(input_ids, *args, attention_mask=attention_mask, **kwargs)
-        if image_grid_end is not None and input_ids.shape[1] < image_grid_end:
+            if next_sequence_length is not None:  # the twins are built for the ids this call runs
+                input_ids, next_sequence_length = input_ids[:, -next_sequence_length:], None
+            positions = kwargs["position_ids"][..., -input_ids.shape[1] :]
+            input_ids, attention_mask, kwargs["position_ids"] = CogViewGuidanceTwins(self.config).double(
+                input_ids, attention_mask, positions, guidance_text_start
+            )
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids,
+            next_sequence_length=next_sequence_length,
+            cache=cache,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            is_first_iteration=is_first_iteration,
+            **kwargs,
+        )
+        if image_grid_end is not None and length < image_grid_end:
             model_inputs["image_tokens_only"] = True
         return model_inputs
 
@@ -563,7 +585,7 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         if input_ids is None:
             raise ValueError("pixel_values need input_ids holding the image placeholders (build them with CogViewProcessor)")
         placeholders = input_ids == self.config.command_token_id("[MASK]")
-        codes = self.get_image_tokens(pixel_values)
+        codes = self.get_image_tokens(pixel_values).to(input_ids.device)  # the VQ-VAE may sit on another device
         per_sequence = placeholders.sum(-1)
         if codes.shape[0] != input_ids.shape[0] or not bool((per_sequence == codes.shape[1]).all()):
             raise ValueError(

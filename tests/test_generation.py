@@ -51,12 +51,19 @@ def test_greedy_is_the_same_with_and_without_cache_and_batched_or_alone(model_an
 def test_guidance_twins_replace_the_text_and_keep_the_image(model_and_processor):
     model, processor = model_and_processor
     inputs = processor(text=PROMPTS)  # left-padded: the first prompt is shorter
-    ids, mask, positions = CogViewGuidanceTwins(model.config).double(inputs["input_ids"], inputs["attention_mask"], None)
+    twins = CogViewGuidanceTwins(model.config)
+    prompt_positions = (inputs["attention_mask"].cumsum(-1) - 1).clamp_min(0)
+    start = twins.text_start(inputs["input_ids"])
+    ids, mask, positions = twins.double(inputs["input_ids"], inputs["attention_mask"], prompt_positions, start)
     token = processor.tokenizer.convert_tokens_to_ids
     assert torch.equal(ids[:2], inputs["input_ids"]) and torch.equal(mask[:2], inputs["attention_mask"])
     for twin, twin_mask, twin_positions in zip(ids[2:], mask[2:], positions[2:]):
         assert twin[twin_mask.bool()].tolist() == [token("[ROI1]"), token("[BASE]"), token("[BOI1]")]
         assert twin_positions[twin_mask.bool()].tolist() == [0, 1, 2]
+    # a decode step: the last id of each row, with the mask of all columns so far
+    step_ids, step_mask, step_positions = twins.double(inputs["input_ids"][:, -1:], inputs["attention_mask"], prompt_positions[:, -1:], start)
+    assert step_ids[2:, 0].tolist() == [token("[BOI1]")] * 2 and step_positions[2:, 0].tolist() == [2, 2]
+    assert torch.equal(step_mask, mask)
     plain = model.generate(**inputs, do_sample=False)
     assert torch.equal(plain, model.generate(**inputs, do_sample=False, guidance_scale=1.0))
 
@@ -213,3 +220,79 @@ def test_self_reranking_keeps_the_best_scored_candidate(model_and_processor):
     for group in range(2):
         assert torch.equal(best[group], sequences[3 * group + int(scores[3 * group : 3 * group + 3].argmax())])
     assert torch.equal(model.best_of(sequences, 1), sequences)
+
+
+def test_guidance_with_beam_search_is_refused_before_any_compute(model_and_processor):
+    model, processor = model_and_processor
+    calls = []
+    hook = model.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        with pytest.raises(ValueError, match="beam search"):
+            model.generate(**processor(text=PROMPTS[:1]), guidance_scale=3.0, num_beams=2, do_sample=False)
+    finally:
+        hook.remove()
+    assert not calls
+
+
+def test_standard_generation_options_work_with_guidance(model_and_processor):
+    from transformers import TextStreamer
+
+    model, processor = model_and_processor
+    inputs = processor(text=PROMPTS)
+    guided = model.generate(**inputs, guidance_scale=3.0, do_sample=False)
+    chunked = model.generate(**inputs, guidance_scale=3.0, do_sample=False, prefill_chunk_size=3)
+    assert torch.equal(guided, chunked)
+    out = model.generate(**inputs, guidance_scale=3.0, do_sample=False, output_scores=True, return_dict_in_generate=True)
+    assert torch.equal(out.sequences, guided)
+    assert len(out.scores) == 16 and out.scores[0].shape == (2, model.config.vocab_size)
+    assert bool(torch.isinf(out.scores[0][:, 64:]).all())  # the rules masked everything but image ids
+
+    class Collect(TextStreamer):
+        def __init__(self):
+            self.values = []
+
+        def put(self, value):
+            self.values.append(value)
+
+        def end(self):
+            self.values.append("end")
+
+    streamer = Collect()  # a user's streamer is never replaced, with or without the progress bar
+    model.generate(**processor(text=PROMPTS[0]), do_sample=False, streamer=streamer, progress_bar=True)
+    assert len(streamer.values) == 1 + 16 + 1 and streamer.values[-1] == "end"
+    torch.manual_seed(0)
+    four = model.generate(**inputs, guidance_scale=3.0, num_return_sequences=2)
+    assert four.shape[0] == 4 and bool((four[:, -16:] < 64).all())
+
+
+def test_image_rows_head_samples_the_same_ids_as_the_full_head(model_and_processor):
+    from unittest import mock
+
+    model, processor = model_and_processor
+    inputs = processor(text=PROMPTS)
+    for guidance in (None, 3.0):
+        torch.manual_seed(5)
+        narrow = model.generate(**inputs, num_return_sequences=2, guidance_scale=guidance, top_k=None)
+        with mock.patch.object(model, "image_logits", side_effect=AssertionError("the full head was asked for")):
+            with pytest.raises(AssertionError):  # the narrow head really runs inside an image
+                model.generate(**inputs, max_new_tokens=1)
+        with mock.patch.object(model, "image_logits", model.lm_head):  # the full computation
+            torch.manual_seed(5)
+            full = model.generate(**inputs, num_return_sequences=2, guidance_scale=guidance, top_k=None)
+        assert torch.equal(narrow, full)
+
+
+def test_compiled_static_cache_generation_has_no_graph_break_and_equals_eager(model_and_processor):
+    from transformers import CompileConfig
+
+    model, processor = model_and_processor
+    inputs = processor(text=PROMPTS)
+    eager = model.generate(**inputs, do_sample=False, cache_implementation="static")
+    compile_config = CompileConfig(fullgraph=True, backend="eager", mode=None)
+    compile_config._compile_all_devices = True  # generate compiles by itself only on accelerators
+    torch._dynamo.reset()
+    compiled = model.generate(**inputs, do_sample=False, cache_implementation="static", compile_config=compile_config)
+    assert torch.equal(eager, compiled)
+    guided_eager = model.generate(**inputs, do_sample=False, guidance_scale=3.0, cache_implementation="static")
+    guided = model.generate(**inputs, do_sample=False, guidance_scale=3.0, cache_implementation="static", compile_config=compile_config)
+    assert torch.equal(guided_eager, guided)

@@ -1,0 +1,284 @@
+"""The model card of a CogView model: rendered by `huggingface_hub.ModelCard` from the project's `model_card.md` (a
+Jinja template), with a grid of samples the model draws, and the checks that keep this machine's paths out of a
+shared repo. scripts/train.py writes the card of every run (and pushes it with `--push_to_hub`);
+scripts/push_to_hub.py renders it again for the repo it pushes to, carrying over the text of the folder's card."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import PIL.Image
+import torch
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+
+MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
+SAMPLES_FILE = "samples.png"
+DEFAULT_TAGS = ["cogview", "text-to-image", "image-captioning", "vq-vae"]
+SAMPLING_KEYS = ("do_sample", "top_k", "temperature", "guidance_scale", "rerank_candidates", "max_new_tokens")
+INTRO = "A CogView model"  # the template's first paragraph: rendered anew, never carried over
+
+# Absolute paths of a machine (a temp folder, a home): they mean nothing elsewhere and tell about the machine. URLs
+# (`https://host/home/...`) and relative paths do not match.
+MACHINE_PATH = re.compile(
+    r"(?<![\w:/.~-])/(?:tmp|root|home|work|Users|mnt|scratch|private/var|var/folders)/[^\s\"'`)\],]*"
+    r"|\b[A-Za-z]:\\{1,2}Users\\{1,2}[^\s\"'`]*"
+)
+TEXT_SUFFIXES = (".json", ".md", ".py", ".txt", ".yaml", ".yml", ".jinja")
+
+
+@dataclass
+class CardContent:
+    """What a card says beyond the model's own config: where it lives, where it came from, how it was trained and
+    measured, and its sample picture."""
+
+    repo_id: str
+    description: str = ""
+    training: str = "Not recorded."
+    base_model: str | None = None
+    adapter: bool = False
+    datasets: list[str] | None = None
+    license: str = "apache-2.0"
+    language: list[str] = field(default_factory=lambda: ["en", "zh"])
+    tags: list[str] = field(default_factory=list)
+    eval_results: list[EvalResult] = field(default_factory=list)
+    eval_note: str = ""
+    sample_prompts: list[str] = field(default_factory=list)
+    sample_image: str | None = None
+    sample_caption: str = ""
+
+    @property
+    def model_name(self) -> str:
+        return self.repo_id.split("/")[-1]
+
+
+def sampling_summary(generation_config: Any) -> str:
+    return ", ".join(f"{key} {getattr(generation_config, key, None)}" for key in SAMPLING_KEYS)
+
+
+def card_data(content: CardContent) -> ModelCardData:
+    """The YAML metadata: what the Hub indexes, filters on, and builds its widgets and "Use this model" snippets from."""
+    tags = list(DEFAULT_TAGS)
+    if content.adapter:
+        tags += ["peft", "lora", f"base_model:adapter:{content.base_model}"]
+    tags += content.tags
+    return ModelCardData(
+        library_name="peft" if content.adapter else "transformers",
+        pipeline_tag="text-to-image",
+        license=content.license,
+        language=content.language or None,
+        tags=list(dict.fromkeys(tags)),
+        base_model=content.base_model,
+        datasets=content.datasets or None,
+        eval_results=content.eval_results or None,
+        model_name=content.model_name if content.eval_results else None,
+        widget=[{"text": prompt} for prompt in content.sample_prompts] or None,
+    )
+
+
+def evaluation_rows(results: list[EvalResult]) -> list[dict[str, str]]:
+    return [
+        {"setting": result.metric_config or "", "metric": result.metric_name or result.metric_type, "value": f"{result.metric_value}"}
+        for result in results
+    ]
+
+
+def render_card(content: CardContent, config: Any, generation_config: Any, num_parameters: int) -> ModelCard:
+    """The card from `model_card.md`; the model table comes from the config, the sampling line from the generation
+    config."""
+    if not MODEL_CARD_TEMPLATE.is_file():
+        raise FileNotFoundError(f"the model card template {MODEL_CARD_TEMPLATE.name} is missing next to the package")
+    downsample = config.vq_config.downsample_factor if getattr(config, "vq_config", None) is not None else 8
+    example_prompt = content.sample_prompts[0] if content.sample_prompts else "一只可爱的猫"
+    return ModelCard.from_template(
+        card_data(content),
+        template_path=str(MODEL_CARD_TEMPLATE),
+        model_name=content.model_name,
+        repo_id=content.repo_id,
+        base_model=content.base_model,
+        adapter=content.adapter,
+        description=content.description,
+        sample_image=content.sample_image,
+        sample_caption=content.sample_caption,
+        example_prompt=example_prompt.replace('"', '\\"'),
+        layers=config.num_hidden_layers,
+        hidden=config.hidden_size,
+        heads=config.num_attention_heads,
+        parameters=f"{num_parameters:,}",
+        image_vocab=config.image_vocab_size,
+        text_vocab=config.text_vocab_size,
+        image_size=config.image_grid_size * downsample,
+        grid=config.image_grid_size,
+        eval_rows=evaluation_rows(content.eval_results),
+        eval_note=content.eval_note,
+        training=content.training,
+        sampling=sampling_summary(generation_config),
+    )
+
+
+# -- carrying a card over ---------------------------------------------------------------------------------------
+
+
+def _paragraphs(text: str) -> list[str]:
+    return [part.strip() for part in re.split(r"\n\s*\n", text) if part.strip()]
+
+
+def card_sections(text: str) -> dict[str, str]:
+    """The free text of a card rendered from `model_card.md` that a new rendering keeps: the description (the
+    paragraphs after the title and the template's introduction), the training paragraph and the evaluation note."""
+    body = text.split("\n---", 1)[1] if text.startswith("---") and "\n---" in text else text
+    parts = re.split(r"^## ", body, flags=re.M)
+    sections = {part.partition("\n")[0].strip(): part.partition("\n")[2] for part in parts[1:]}
+    description = [
+        paragraph
+        for paragraph in _paragraphs(parts[0])
+        if not paragraph.startswith(("---", "# ", INTRO, "![", "*", "<"))
+    ]
+    training = [p for p in _paragraphs(sections.get("Training", "")) if not p.startswith("Sampling defaults")]
+    eval_note = [p for p in _paragraphs(sections.get("Evaluation", "")) if not p.startswith("|")]
+    return {"description": "\n\n".join(description), "training": "\n\n".join(training), "eval_note": "\n\n".join(eval_note)}
+
+
+def eval_results_of(card: ModelCard) -> list[EvalResult]:
+    return list(getattr(card.data, "eval_results", None) or [])
+
+
+def widget_prompts(card: ModelCard) -> list[str]:
+    widget = card.data.get("widget") or []
+    return [entry["text"] for entry in widget if isinstance(entry, dict) and entry.get("text")]
+
+
+# -- measured quality -------------------------------------------------------------------------------------------
+
+
+def quality_eval_results(path: str | Path) -> tuple[list[EvalResult], str]:
+    """`model-index` entries and a note from a `benchmarks/digits_quality.py` result: the share of drawn digits that a
+    classifier recognises as the prompted digit, per sampling setting and prompt language."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or data.get("benchmark") != "digits_quality" or "conditional_accuracy" not in data:
+        raise ValueError(f"{Path(path).name} is not a result of benchmarks/digits_quality.py (no conditional_accuracy)")
+    results = [
+        EvalResult(
+            task_type="text-to-image",
+            task_name="Text-to-image",
+            dataset_type="digit-prompts",
+            dataset_name="Handwritten digit prompts (en, zh)",
+            metric_type="accuracy",
+            metric_name=f"digit accuracy ({language} prompts)",
+            metric_config=setting,
+            metric_value=values["accuracy"],
+        )
+        for setting, by_language in data["conditional_accuracy"].items()
+        for language, values in by_language.items()
+    ]
+    note = (
+        f"Measured by `{data.get('command', 'benchmarks/digits_quality.py')}` ({data.get('machine', 'CPU')}): "
+        f"{data.get('samples_per_digit_per_language', '?')} samples per digit and prompt language, each judged by a "
+        f"digit classifier that recognises {data.get('classifier_accuracy_on_real_held_out', float('nan')):.1%} of "
+        "real held-out digits."
+    )
+    return results, note
+
+
+# -- the sample picture -----------------------------------------------------------------------------------------
+
+
+def draw_samples(model: Any, processor: Any, prompts: list[str], per_prompt: int, candidates: int = 1, seed: int = 0) -> list[PIL.Image.Image]:
+    """`per_prompt` images for each prompt (prompt-major), each the best of `candidates` by the model's
+    self-reranking, seeded without disturbing the caller's random state."""
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        sequences = model.generate(**processor(text=prompts), num_return_sequences=per_prompt * candidates)
+        sequences = model.best_of(sequences, candidates)
+        pixels = model.decode_image_tokens(sequences[:, -model.config.num_image_tokens :])
+    return processor.postprocess(pixels)
+
+
+def image_grid(images: list[PIL.Image.Image], columns: int, min_tile: int = 96, gap: int = 2) -> PIL.Image.Image:
+    """The images in rows of `columns`, small ones enlarged (nearest neighbour) so a card shows them."""
+    scale = max(1, math.ceil(min_tile / max(images[0].size)))
+    width, height = images[0].width * scale, images[0].height * scale
+    rows = math.ceil(len(images) / columns)
+    grid = PIL.Image.new("RGB", (columns * width + (columns - 1) * gap, rows * height + (rows - 1) * gap), "white")
+    for index, image in enumerate(images):
+        tile = image.convert("RGB").resize((width, height), PIL.Image.NEAREST)
+        grid.paste(tile, ((index % columns) * (width + gap), (index // columns) * (height + gap)))
+    return grid
+
+
+def write_samples(
+    folder: Path, model: Any, processor: Any, prompts: list[str], per_prompt: int, candidates: int = 1, seed: int = 0
+) -> str:
+    """Draws the sample grid into `folder/samples.png`; returns the card's caption for it."""
+    images = draw_samples(model, processor, prompts, per_prompt, candidates, seed)
+    columns = per_prompt if per_prompt > 1 else min(len(images), 5)
+    image_grid(images, columns).save(folder / SAMPLES_FILE)
+    layout = "one row per prompt" if per_prompt > 1 else "left to right, top to bottom"
+    quoted = ", ".join(f'"{prompt}"' for prompt in prompts)
+    reranked = f", each the best of {candidates} by the model's self-reranking" if candidates > 1 else ""
+    return (
+        f"Drawn by this model for {quoted} ({layout}), {per_prompt} per prompt with seed {seed} and its sampling "
+        f"defaults{reranked}."
+    )
+
+
+def samples_per_prompt(prompts: list[str], total: int = 8) -> int:
+    """Enough images per prompt that a grid holds about `total`."""
+    return max(1, math.ceil(total / max(1, len(prompts))))
+
+
+# -- nothing of this machine in a shared repo -------------------------------------------------------------------
+
+
+def machine_paths(text: str) -> list[str]:
+    return sorted(set(MACHINE_PATH.findall(text)))
+
+
+def folder_machine_paths(folder: Path) -> dict[str, list[str]]:
+    """Text file (relative path) -> the machine paths in it, for every text file under `folder`."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.suffix in TEXT_SUFFIXES:
+            hits = machine_paths(path.read_text(encoding="utf-8", errors="replace"))
+            if hits:
+                found[path.relative_to(folder).as_posix()] = hits
+    return found
+
+
+def without_name_or_path(value: Any) -> Any:
+    """A config dict without `_name_or_path` at any depth: transformers records where a (sub-)config was loaded
+    from, a folder of this machine, and keeps it in nested configs such as `vq_config`."""
+    if isinstance(value, dict):
+        return {key: without_name_or_path(item) for key, item in value.items() if key != "_name_or_path"}
+    if isinstance(value, list):
+        return [without_name_or_path(item) for item in value]
+    return value
+
+
+def clean_config_file(path: Path, target: Path | None = None) -> None:
+    """Writes `path` (a config JSON) to `target` (default: in place) without `_name_or_path` entries."""
+    config = json.loads(path.read_text(encoding="utf-8"))
+    (target or path).write_text(json.dumps(without_name_or_path(config), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+__all__ = [
+    "CardContent",
+    "MODEL_CARD_TEMPLATE",
+    "SAMPLES_FILE",
+    "card_sections",
+    "clean_config_file",
+    "eval_results_of",
+    "folder_machine_paths",
+    "machine_paths",
+    "quality_eval_results",
+    "render_card",
+    "samples_per_prompt",
+    "widget_prompts",
+    "without_name_or_path",
+    "write_samples",
+]
