@@ -603,26 +603,36 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor,
         attention_mask: torch.Tensor | None = None,
         pixel_values: torch.FloatTensor | None = None,
+        chunk_size: int = 8,
     ) -> torch.FloatTensor:
         """Self-reranking (§6.3): per sequence `[BASE] [BOI1] image [EOI1] [ROI1] text`, the sum of log p(text token)
-        over the text after the last [ROI1], with image ids excluded from the softmax. Higher is better."""
+        over the text after the last [ROI1], with image ids excluded from the softmax. Higher is better.
+
+        Logits are computed only for the caption tail, `chunk_size` sequences at a time: memory does not grow with
+        vocabulary x image positions x candidates (a full grid is 1024 of the ~1050 positions)."""
         if pixel_values is not None:
             input_ids, _ = self.fill_image_placeholders(input_ids, None, pixel_values)
-        logits = self(input_ids, attention_mask=attention_mask).logits.float()
-        logits[..., : self.config.image_vocab_size] = -float("inf")
-        token_logprobs = logits[:, :-1].log_softmax(-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         roi = self.config.command_token_id("[ROI1]")
-        last_roi = torch.where(input_ids == roi, positions, -1).amax(-1, keepdim=True)
+        last_roi = torch.where(input_ids == roi, positions, -1).amax(-1)
         if bool((last_roi < 0).any()):
             raise ValueError("every sequence needs [ROI1] before its caption (build them with processor(images=, text=))")
-        scored = positions[1:] > last_roi  # targets after [ROI1]
-        if attention_mask is not None:
-            scored = scored & attention_mask[:, 1:].bool()
-        return torch.where(scored, token_logprobs, 0.0).sum(-1)  # (-inf image targets outside the caption)
+        tail = input_ids.shape[1] - 1 - int(last_roi.min())  # the targets that may be scored, at the end of every row
+        scores = []
+        for start in range(0, len(input_ids), chunk_size):
+            ids = input_ids[start : start + chunk_size]
+            mask = attention_mask[start : start + chunk_size] if attention_mask is not None else None
+            logits = self(ids, attention_mask=mask, logits_to_keep=tail + 1, use_cache=False).logits[:, :-1].float()
+            logits[..., : self.config.image_vocab_size] = -float("inf")
+            token_logprobs = logits.log_softmax(-1).gather(-1, ids[:, -tail:, None]).squeeze(-1)
+            scored = positions[-tail:] > last_roi[start : start + chunk_size, None]  # targets after [ROI1]
+            if mask is not None:
+                scored = scored & mask[:, -tail:].bool()
+            scores.append(torch.where(scored, token_logprobs, 0.0).sum(-1))
+        return torch.cat(scores)
 
     @torch.no_grad()
-    def self_rerank_scores(self, sequences: torch.LongTensor) -> torch.FloatTensor:
+    def self_rerank_scores(self, sequences: torch.LongTensor, chunk_size: int = 8) -> torch.FloatTensor:
         """CogView's self-reranking of its own samples: each generated `[ROI1] text [BASE] [BOI1] image` sequence
         is scored by `caption_scores` of its text given its image (higher is better; keep the best of several)."""
         roi, base, boi, eoi = (self.config.command_token_id(t) for t in ("[ROI1]", "[BASE]", "[BOI1]", "[EOI1]"))
@@ -636,14 +646,14 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         longest = max(len(c) for c in captions)
         ids = torch.tensor([[self.config.pad_token_id] * (longest - len(c)) + c for c in captions], device=sequences.device)
         mask = torch.tensor([[0] * (longest - len(c)) + [1] * len(c) for c in captions], device=sequences.device)
-        return self.caption_scores(ids, attention_mask=mask)
+        return self.caption_scores(ids, attention_mask=mask, chunk_size=chunk_size)
 
-    def best_of(self, sequences: torch.LongTensor, candidates: int) -> torch.LongTensor:
+    def best_of(self, sequences: torch.LongTensor, candidates: int, chunk_size: int = 8) -> torch.LongTensor:
         """Of each consecutive group of `candidates` samples (generate's num_return_sequences order), the one the
-        model's self-reranking scores highest."""
+        model's self-reranking scores highest (`chunk_size` candidates scored at a time)."""
         if candidates <= 1:
             return sequences
-        scores = self.self_rerank_scores(sequences).view(-1, candidates)
+        scores = self.self_rerank_scores(sequences, chunk_size=chunk_size).view(-1, candidates)
         return sequences.view(-1, candidates, sequences.shape[-1])[torch.arange(len(scores)), scores.argmax(-1)]
 
     def _require_vqvae(self) -> CogViewVQVAE:

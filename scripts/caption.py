@@ -7,9 +7,8 @@ from pathlib import Path
 
 import torch
 
-from modeling_cogview import CogViewForCausalLM
+from modeling_cogview.hardware import add_hardware_arguments, load_model_and_processor
 from modeling_cogview.image_folder import open_image
-from processing_cogview import CogViewProcessor
 
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "cogview-digits"
@@ -23,20 +22,24 @@ def main(argv=None) -> int:
     parser.add_argument("--max_new_tokens", type=int, default=None, help="default: 20, as the release")
     parser.add_argument("--greedy", action="store_true", help="the most likely caption instead of sampling")
     parser.add_argument("--seed", type=int, default=0)
+    add_hardware_arguments(parser)
     args = parser.parse_args(argv)
 
     images = [open_image(path) for path in args.image]
     if unreadable := [path for path, image in zip(args.image, images) if image is None]:
         print(f"error: cannot read image(s): {', '.join(unreadable)}", file=sys.stderr)
         return 2
-    model = CogViewForCausalLM.from_pretrained(args.model).eval()
-    processor = CogViewProcessor.from_pretrained(args.model)
+    try:
+        model, processor = load_model_and_processor(args.model, args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     torch.manual_seed(args.seed)
     options = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
     if args.greedy:
         options["do_sample"] = False
     for path, image in zip(args.image, images):
-        sequences = model.generate(**processor(images=image), num_return_sequences=args.num_captions, progress_bar=False, **options)
+        sequences = model.generate(**processor(images=image).to(model.device), num_return_sequences=args.num_captions, progress_bar=False, **options)
         for sequence in sequences:
             print(f"{path}\t{processor.decode_caption(sequence)}")
     return 0
