@@ -7,6 +7,7 @@ from transformers import (
     AutoImageProcessor,
     AutoModel,
     AutoModelForCausalLM,
+    AutoModelForMultimodalLM,
     AutoProcessor,
     AutoTokenizer,
 )
@@ -26,6 +27,7 @@ AutoConfig.register("cogview_vqvae", CogViewVQVAEConfig, exist_ok=True)
 AutoModel.register(CogViewConfig, CogViewModel, exist_ok=True)
 AutoModel.register(CogViewVQVAEConfig, CogViewVQVAE, exist_ok=True)
 AutoModelForCausalLM.register(CogViewConfig, CogViewForCausalLM, exist_ok=True)
+AutoModelForMultimodalLM.register(CogViewConfig, CogViewForCausalLM, exist_ok=True)  # pipeline("any-to-any")
 AutoImageProcessor.register(CogViewConfig, image_processor_classes={"pil": CogViewImageProcessor}, exist_ok=True)
 AutoTokenizer.register(CogViewConfig, slow_tokenizer_class=CogViewTokenizer, fast_tokenizer_class=CogViewTokenizerFast, exist_ok=True)
 AutoProcessor.register(CogViewConfig, CogViewProcessor, exist_ok=True)

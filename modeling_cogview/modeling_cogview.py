@@ -324,6 +324,9 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
     _tp_plan = {"lm_head": "colwise_gather_output"}
     _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
     output_modalities = ("image", "text")
+    # images enter as processor placeholders filled from pixel_values; declaring an image input would make the
+    # any-to-any pipeline demand torchvision, which CogView's own image processor does not need
+    input_modalities = ("text",)
     CAPTION_LENGTH = 20  # the release samples exactly 20 caption tokens ([MASK]*20), with no stop token
 
     def __init__(self, config: CogViewConfig):
@@ -353,23 +356,32 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         progress_bar: bool = False,
         preview_callback: Callable[[torch.LongTensor], None] | None = None,
         preview_every_rows: int = 4,
+        generation_mode: str | None = None,
         **kwargs,
     ):
         """`GenerationMixin.generate`; CogView's rules, default lengths and guidance come in through its hooks. This
         wrapper only adds, on request, a progress bar (`progress_bar=True`) and a streaming preview
-        (`preview_callback(codes_so_far)` every `preview_every_rows` rows), around any streamer the caller gives."""
+        (`preview_callback(codes_so_far)` every `preview_every_rows` rows), around any streamer the caller gives.
+        `generation_mode="image"` (the any-to-any pipeline's route, as Janus) returns only the image tokens."""
+        if generation_mode not in (None, "text", "image"):
+            raise ValueError(f"generation_mode must be 'text' or 'image', got {generation_mode!r}")
         if progress_bar or preview_callback is not None:
             prompt = inputs if inputs is not None else kwargs.get("input_ids")
             total = kwargs.get("max_new_tokens") or (self._default_new_tokens(prompt) if prompt is not None else None)
             streamer = CogViewProgressStreamer(
                 total, self.config.image_grid_size, progress_bar, preview_callback, preview_every_rows, inner=streamer
             )
-        return super().generate(inputs, *args, streamer=streamer, **kwargs)
+        output = super().generate(inputs, *args, streamer=streamer, **kwargs)
+        if generation_mode != "image":
+            return output
+        if isinstance(output, torch.Tensor):
+            return output[:, -self.config.num_image_tokens :]
+        output.sequences = output.sequences[:, -self.config.num_image_tokens :]
+        return output
 
     def _prepare_generation_config(self, generation_config: GenerationConfig | None, **kwargs):
         """Notes what the caller chose (a length, guidance) before the folder's defaults fill in the rest; guidance
         moves into the model inputs, where `prepare_inputs_for_generation` builds the twins."""
-        kwargs.pop("generation_mode", None)  # any-to-any's "image" / "text": the prompt's layout decides
         explicit = generation_config if generation_config is not None else GenerationConfig()
         length_given = "max_new_tokens" in kwargs or "max_length" in kwargs or generation_config is not None
         guidance_given = kwargs.get("guidance_scale", explicit.guidance_scale) is not None

@@ -51,6 +51,8 @@ def test_captioning_pipeline(tiny_model_dir):
 REMOTE_PIPELINE = HIDE_PROJECT + """
 from transformers import pipeline
 images = pipeline("text-to-image", model=sys.argv[1], trust_remote_code=True)("猫", seed=0, progress_bar=False)
+drawn = pipeline("any-to-any", model=sys.argv[1], trust_remote_code=True)(text="猫", generation_mode="image")
+assert drawn[0]["generated_image"].size == (16, 16)
 print(type(images[0]["image"]).__name__, images[0]["image"].size)
 """
 
@@ -109,3 +111,10 @@ def test_caption_and_rerank_cli(tiny_model_dir, tmp_path, capsys):
     (tmp_path / "broken.png").write_bytes(b"not a png")
     assert rerank.main(["--model", str(tiny_model_dir), "--prompt", "猫", "--images", str(tmp_path / "broken.png")]) == 2
     assert "cannot read image" in capsys.readouterr().err
+
+
+def test_any_to_any_pipeline_draws_images(tiny_model_dir):
+    pipe = pipeline("any-to-any", model=str(tiny_model_dir))
+    results = pipe(text="一只可爱的猫", generation_mode="image", generate_kwargs={"num_return_sequences": 2})
+    assert len(results) == 2
+    assert all(isinstance(r["generated_image"], PIL.Image.Image) and r["generated_image"].size == (16, 16) for r in results)
