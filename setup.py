@@ -31,7 +31,9 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "dev": ["pytest>=8", "scikit-learn>=1.5", "mlxtend>=0.23"],
+        # the web demo's tests drive gradio through gradio_client and a real browser (Debian's chromium via selenium)
+        "dev": ["pytest>=8", "scikit-learn>=1.5", "mlxtend>=0.23", "gradio>=6.31,<7", "gradio_client>=2.7,<3", "selenium>=4.51,<5"],
+        "demo": ["gradio>=6.31,<7"],  # scripts/demo.py
     },
     entry_points={
         "console_scripts": [

@@ -79,7 +79,7 @@ def encode_shard(rows, vqvae, image_processor, tokenizer, batch_size, progress) 
         if kept:
             with torch.no_grad():
                 codes = vqvae.encode(torch.cat(images)).flatten(1)
-            text_ids = tokenizer([row["text"] for row in kept], add_special_tokens=False)["input_ids"]
+            text_ids = tokenizer([row["text"] for row in kept], add_special_tokens=False, split_special_tokens=True)["input_ids"]  # captions are text: "[BOI1]" in one stays characters
             records["codes"] += codes.tolist()
             records["text_ids"] += text_ids
             records["text"] += [row["text"] for row in kept]
