@@ -132,7 +132,7 @@ def card_sections(text: str) -> dict[str, str]:
     """The free text of a card rendered from `model_card.md` that a new rendering keeps: the description (the
     paragraphs after the title and the template's introduction), the training paragraph and the evaluation note."""
     body = text.split("\n---", 1)[1] if text.startswith("---") and "\n---" in text else text
-    parts = re.split(r"^## ", body, flags=re.M)
+    parts = re.split(r"^## ", body, flags=re.MULTILINE)
     sections = {part.partition("\n")[0].strip(): part.partition("\n")[2] for part in parts[1:]}
     description = [
         paragraph
@@ -220,10 +220,10 @@ def write_samples(
     image_grid(images, columns).save(folder / SAMPLES_FILE)
     layout = "one row per prompt" if per_prompt > 1 else "left to right, top to bottom"
     quoted = ", ".join(f'"{prompt}"' for prompt in prompts)
-    reranked = f", each the best of {candidates} by the model's self-reranking" if candidates > 1 else ""
+    picked = f"each the best of {candidates} by the model's self-reranking" if candidates > 1 else "one draw each"
     return (
-        f"Drawn by this model for {quoted} ({layout}), {per_prompt} per prompt with seed {seed} and its sampling "
-        f"defaults{reranked}."
+        f"Drawn by this model for {quoted} ({layout}), {per_prompt} per prompt with seed {seed}, its top-k and "
+        f"temperature, {picked}."
     )
 
 
@@ -239,14 +239,18 @@ def machine_paths(text: str) -> list[str]:
     return sorted(set(MACHINE_PATH.findall(text)))
 
 
-def folder_machine_paths(folder: Path) -> dict[str, list[str]]:
-    """Text file (relative path) -> the machine paths in it, for every text file under `folder`."""
+def folder_machine_paths(folder: Path, skip_prefixes: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """Text file (relative path) -> the machine paths in it, for every text file under `folder` except those under
+    a top-level entry that starts with one of `skip_prefixes` (what an upload leaves out, such as checkpoints)."""
     found = {}
     for path in sorted(folder.rglob("*")):
+        relative = path.relative_to(folder)
+        if skip_prefixes and relative.parts[0].startswith(skip_prefixes):
+            continue
         if path.is_file() and path.suffix in TEXT_SUFFIXES:
             hits = machine_paths(path.read_text(encoding="utf-8", errors="replace"))
             if hits:
-                found[path.relative_to(folder).as_posix()] = hits
+                found[relative.as_posix()] = hits
     return found
 
 
@@ -267,9 +271,11 @@ def clean_config_file(path: Path, target: Path | None = None) -> None:
 
 
 __all__ = [
-    "CardContent",
+    "DEFAULT_TAGS",
+    "MACHINE_PATH",
     "MODEL_CARD_TEMPLATE",
     "SAMPLES_FILE",
+    "CardContent",
     "card_sections",
     "clean_config_file",
     "eval_results_of",

@@ -1,8 +1,9 @@
 """A diffusers `DiffusionPipeline` over CogView: `CogViewPipeline.from_pretrained(folder)(prompt).images`.
 
 It loads the same folder as `CogViewForCausalLM.from_pretrained` (a transformers model with its processor) or a
-folder its own `save_pretrained` wrote (diffusers layout: `model_index.json`, `transformer/`, `processor/`). This file
-imports nothing from the cogview package, so it also works as a Hub pipeline file with `trust_remote_code=True`."""
+folder its own `save_pretrained` (or `push_to_hub`) wrote (diffusers layout: `model_index.json`, `transformer/`,
+`processor/`), which `DiffusionPipeline.from_pretrained(folder_or_repo_id, trust_remote_code=True)` loads too. This
+file imports nothing from the cogview package, so it also works as a Hub pipeline file with `trust_remote_code=True`."""
 
 import json
 import shutil
@@ -11,7 +12,42 @@ from pathlib import Path
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
-from transformers import AutoModelForCausalLM, AutoProcessor
+from transformers import AutoModelForCausalLM, AutoProcessor, GenerationConfig, PreTrainedModel, ProcessorMixin
+from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+
+# Where the diffusers layout keeps what diffusers does not download with a model folder (see CogViewTransformerLoader)
+CODE_FOLDER = "processor"
+MODEL_CLASS = "modeling_cogview.CogViewForCausalLM"
+
+
+class CogViewTransformerLoader(PreTrainedModel):
+    """What `model_index.json` names for the transformer: it loads CogViewForCausalLM, never an instance of itself.
+
+    From a Hub repo, diffusers downloads only a model folder's weights, its config.json and the one code file that
+    `model_index.json` names, not the modules that file imports nor generation_config.json. The transformer's code
+    bundle therefore comes from the processor folder, which diffusers downloads whole and which carries the same
+    bundle (and a copy of the generation config). This file imports nothing relatively, so it is enough on its own."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        folder = Path(pretrained_model_name_or_path)
+        code_folder = folder.parent / CODE_FOLDER
+        model_class = get_class_from_dynamic_module(MODEL_CLASS, code_folder)
+        model = model_class.from_pretrained(folder, *args, **kwargs)
+        if not (folder / "generation_config.json").is_file() and (code_folder / "generation_config.json").is_file():
+            model.generation_config = GenerationConfig.from_pretrained(code_folder)
+        return model
+
+
+class CogViewProcessorLoader(ProcessorMixin):
+    """What `model_index.json` names for the processor: it loads the folder's CogViewProcessor by its own code. The
+    processor loads its image processor and tokenizer through the Auto classes, which ask again for
+    `trust_remote_code`; `DiffusionPipeline.from_pretrained(..., trust_remote_code=True)` has already granted it."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        return AutoProcessor.from_pretrained(pretrained_model_name_or_path, trust_remote_code=True)
 
 
 class CogViewPipeline(DiffusionPipeline):
@@ -33,16 +69,21 @@ class CogViewPipeline(DiffusionPipeline):
 
     def save_pretrained(self, save_directory, **kwargs):
         """The diffusers layout, made loadable by `DiffusionPipeline.from_pretrained(..., trust_remote_code=True)`
-        anywhere: this file at the root and every component named by its own (copied) code file."""
+        anywhere, from a folder or a Hub repo (`push_to_hub` saves through here): this file at the root and in each
+        component folder, whose `model_index.json` entries name its loaders, and the generation config also in
+        `processor/`."""
         super().save_pretrained(save_directory, **kwargs)
         save_directory = Path(save_directory)
-        shutil.copyfile(__file__, save_directory / "pipeline_cogview.py")
+        for folder in (save_directory, save_directory / "transformer", save_directory / CODE_FOLDER):
+            shutil.copyfile(__file__, folder / "pipeline_cogview.py")
+        generation_config = save_directory / "transformer" / "generation_config.json"
+        if generation_config.is_file():
+            shutil.copyfile(generation_config, save_directory / CODE_FOLDER / "generation_config.json")
         index_file = save_directory / "model_index.json"
         index = json.loads(index_file.read_text())
         index["_class_name"] = ["pipeline_cogview", "CogViewPipeline"]
-        for name in ("transformer", "processor"):
-            component = getattr(self, name)
-            index[name] = [type(component).__module__.split(".")[-1], type(component).__name__]
+        index["transformer"] = ["pipeline_cogview", CogViewTransformerLoader.__name__]
+        index["processor"] = ["pipeline_cogview", CogViewProcessorLoader.__name__]
         index_file.write_text(json.dumps(index, indent=2, sort_keys=True))
 
     @torch.no_grad()
@@ -58,14 +99,16 @@ class CogViewPipeline(DiffusionPipeline):
         progress_bar: bool = True,
         preview_callback=None,
         rerank_candidates: int | None = None,
+        scoring_chunk_size: int = 8,
         return_dict: bool = True,
     ):
         """`generator` makes sampling reproducible: its seed seeds the sampling (on a forked RNG).
         `rerank_candidates=N` keeps the best of N samples per image by the model's self-reranking (default: its
-        generation_config `rerank_candidates`, else 1)."""
+        generation_config `rerank_candidates`, else 1), scoring `scoring_chunk_size` candidates at a time. Inputs go
+        to `_execution_device`, so `enable_model_cpu_offload()` works."""
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
-        inputs = self.processor(text=prompt).to(self.transformer.device)
+        inputs = self.processor(text=prompt).to(self._execution_device)
         generate_kwargs = {k: v for k, v in (("top_k", top_k), ("temperature", temperature)) if v is not None}
         candidates = rerank_candidates or getattr(self.transformer.generation_config, "rerank_candidates", None) or 1
         with torch.random.fork_rng(devices=[]):
@@ -79,15 +122,16 @@ class CogViewPipeline(DiffusionPipeline):
                 preview_callback=preview_callback,
                 **generate_kwargs,
             )
-        sequences = self.transformer.best_of(sequences, candidates)
+        sequences = self.transformer.best_of(sequences, candidates, chunk_size=scoring_chunk_size)
         pixels = self.transformer.decode_image_tokens(sequences[:, -self.transformer.config.num_image_tokens :])
         if output_type == "pt":
             images = pixels
         else:
             images = self.processor.postprocess(pixels, output_type=output_type)
+        self.maybe_free_model_hooks()
         if not return_dict:
             return (images,)
         return ImagePipelineOutput(images=images)
 
 
-__all__ = ["CogViewPipeline"]
+__all__ = ["CogViewPipeline", "CogViewProcessorLoader", "CogViewTransformerLoader"]

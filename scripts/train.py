@@ -2,7 +2,8 @@
 """Train CogView with the transformers Trainer on data from tokenize_dataset.py: from scratch (a VQ-VAE from
 train_vqvae.py + a SentencePiece model + transformer sizes) or from a checkpoint, optionally with LoRA (PEFT).
 Runs unchanged under `accelerate launch`; resumes from the last checkpoint in --output_dir. The result loads with
-`from_pretrained` and the pipelines, with its processor and a model card."""
+`from_pretrained` and the pipelines, with its processor and a model card; `--push_to_hub --hub_model_id ID` pushes it
+(a LoRA run: the PEFT adapter, its card naming the base model) through TrainingArguments' Hub arguments."""
 
 import argparse
 import json
@@ -11,21 +12,33 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from string import Template
 
+import httpx2  # huggingface_hub's HTTP client: its HTTPError is the base of the Hub's errors and of a dropped connection
 import torch
 from datasets import load_from_disk
+from huggingface_hub import get_token
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from configuration_cogview import CogViewConfig
 from modeling_cogview import CogViewForCausalLM, CogViewVQVAE
 from modeling_cogview.generation_cogview import release_generation_config
+from modeling_cogview.model_card import (
+    SAMPLES_FILE,
+    CardContent,
+    clean_config_file,
+    folder_machine_paths,
+    render_card,
+    samples_per_prompt,
+    write_samples,
+)
 from processing_cogview import CogViewImageProcessor, CogViewProcessor, CogViewTokenizerFast
 
 
-MODEL_CARD = Path(__file__).resolve().parent.parent / "model_card.md"
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2"]
 
 
@@ -91,33 +104,86 @@ def with_lora(model, args):
     return model
 
 
-def write_model_card(output_dir: Path, model: CogViewForCausalLM, args, metrics: dict):
-    config = model.config
-    sampling = ", ".join(f"{k} {getattr(model.generation_config, k, None)}" for k in ("do_sample", "top_k", "temperature", "guidance_scale", "rerank_candidates", "max_new_tokens"))
+def base_model_id(args) -> str | None:
+    """The Hub id the run started from: --base_model_id, or --model when it is a repo id rather than a folder."""
+    if args.base_model_id:
+        return args.base_model_id
+    return args.model if args.model and not Path(args.model).exists() else None
+
+
+def write_model_card(
+    output_dir: Path, model: CogViewForCausalLM, args, metrics: dict, repo_id: str | None = None, processor: CogViewProcessor | None = None
+):
+    """README.md from model_card.md (see modeling_cogview.model_card); given the processor, also the sample grid
+    samples.png that the card shows. No folder of this machine goes into it."""
+    data = f"Data: {metrics['rows']} rows" + (f" of [{args.dataset_id}](/datasets/{args.dataset_id})." if args.dataset_id else ".")
     training = (
         f"{metrics['steps']} steps, batch {args.per_device_train_batch_size} per device, learning rate "
-        f"{args.learning_rate}, tasks {', '.join(args.tasks)}, caption dropout {args.text_dropout}, text-loss weight {config.txt_loss_scale}"
+        f"{args.learning_rate}, tasks {', '.join(args.tasks)}, caption dropout {args.text_dropout}, text-loss weight {model.config.txt_loss_scale}"
         f"{', LoRA r=' + str(args.lora_r) if args.lora_r else ''}; final training loss {metrics['train_loss']:.4f}, "
-        f"{metrics['train_seconds']:.0f} s on {metrics['device']}. Data: `{args.dataset}` ({metrics['rows']} rows)."
+        f"{metrics['train_seconds']:.0f} s on {metrics['device']}. {data}"
     )
-    card = Template(MODEL_CARD.read_text(encoding="utf-8")).substitute(
-        name=args.model_name or output_dir.name,
-        repo=args.model_name or str(output_dir),
-        base_model_line=f"base_model: {args.model}" if args.model else "",
+    content = CardContent(
+        repo_id=repo_id or args.hub_model_id or args.model_name or output_dir.name,
         description=args.description,
-        example_prompt=args.example_prompt,
-        layers=config.num_hidden_layers,
-        hidden=config.hidden_size,
-        heads=config.num_attention_heads,
-        parameters=f"{model.num_parameters():,}",
-        image_vocab=config.image_vocab_size,
-        text_vocab=config.text_vocab_size,
-        image_size=config.image_grid_size * (config.vq_config.downsample_factor if config.vq_config else 8),
-        grid=config.image_grid_size,
         training=training,
-        sampling=sampling,
+        base_model=base_model_id(args),
+        adapter=bool(args.lora_r and not args.merge_lora),
+        datasets=[args.dataset_id] if args.dataset_id else None,
+        sample_prompts=args.sample_prompts or [args.example_prompt],
     )
-    (output_dir / "README.md").write_text(card, encoding="utf-8")
+    if processor is not None and not args.no_sample:
+        prompts = content.sample_prompts
+        candidates = getattr(model.generation_config, "rerank_candidates", None) or 1
+        content.sample_caption = write_samples(output_dir, model, processor, prompts, samples_per_prompt(prompts), candidates, args.seed)
+        content.sample_image = SAMPLES_FILE
+    render_card(content, model.config, model.generation_config, model.num_parameters()).save(output_dir / "README.md")
+
+
+class HubPushError(Exception):
+    """A push refused before anything is sent: reported as one line, exit code 2."""
+
+
+class CogViewTrainer(Trainer):
+    """The Trainer, whose `push_to_hub` uploads this script's model card (and sample picture) instead of the generic
+    Trainer card, and nothing that names a folder of this machine."""
+
+    card_writer: Callable[[str], None] | None = None  # repo id -> README.md (and samples.png) in output_dir
+
+    def create_model_card(self, *args, **kwargs) -> None:
+        # push_to_hub calls this after saving the model into output_dir and before uploading that folder
+        output_dir = Path(self.args.output_dir)
+        (output_dir / "training_args.bin").unlink(missing_ok=True)  # pickled arguments: this machine's paths, --hub_token
+        if (output_dir / "config.json").is_file():
+            clean_config_file(output_dir / "config.json")
+        if self.card_writer is not None:
+            self.card_writer(self.hub_model_id)
+        found = folder_machine_paths(output_dir, skip_prefixes=("checkpoint-", "_"))
+        if found:
+            where = "; ".join(f"{name}: {', '.join(paths)}" for name, paths in found.items())
+            raise HubPushError(f"not pushed: these files name folders of this machine: {where}")
+
+
+def one_line(error: Exception) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def check_hub_args(args) -> None:
+    """Before any data is read: a token, valid repo ids, and for a LoRA adapter the Hub id of its base model."""
+    if not (args.hub_token or get_token()):
+        raise HubPushError("--push_to_hub needs a Hugging Face token: pass --hub_token, set HF_TOKEN, or log in with `hf auth login`")
+    for option, repo_id in (("--hub_model_id", args.hub_model_id), ("--base_model_id", args.base_model_id)):
+        if repo_id is not None:
+            try:
+                validate_repo_id(repo_id)
+            except HFValidationError as error:
+                raise HubPushError(f"invalid {option} {repo_id!r}: {error}") from None
+    if args.lora_r and not args.merge_lora and base_model_id(args) is None:
+        raise HubPushError(
+            "pushing a LoRA adapter needs --base_model_id, the Hub id of --model: the adapter's card and "
+            "adapter_config.json name it as the base model"
+        )
 
 
 def parse_args(argv=None):
@@ -159,6 +225,15 @@ def parse_args(argv=None):
     parser.add_argument("--model_name", default=None, help="the model card's name and repo id")
     parser.add_argument("--description", default="", help="a paragraph for the model card")
     parser.add_argument("--example_prompt", default="a handwritten digit 7")
+    parser.add_argument("--sample_prompts", nargs="+", default=None, help="prompts of the card's sample picture and widget (default: --example_prompt)")
+    parser.add_argument("--no_sample", action="store_true", help="push without drawing the sample picture")
+    parser.add_argument("--dataset_id", default=None, help="the Hub id of the training data, for the card's datasets")
+    parser.add_argument("--base_model_id", default=None, help="the Hub id of --model (the card's base_model; required to push a LoRA adapter)")
+    hub = parser.add_argument_group("Hub (TrainingArguments' arguments)")
+    hub.add_argument("--push_to_hub", action="store_true", help="push the result (model or LoRA adapter, processor, card) at the end")
+    hub.add_argument("--hub_model_id", default=None, help="NAMESPACE/NAME (default: the output folder's name under the token's user)")
+    hub.add_argument("--hub_token", default=None, help="default: HF_TOKEN, else the saved login")
+    hub.add_argument("--hub_private_repo", action="store_true", help="create the repo private")
     args = parser.parse_args(argv)
     args.tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     if any(t not in ("text-to-image", "image-to-text") for t in args.tasks) or not args.tasks:
@@ -171,6 +246,12 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
+    if args.push_to_hub:
+        try:
+            check_hub_args(args)
+        except HubPushError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     dataset = load_from_disk(args.dataset)
     if "split" in dataset.column_names and args.split:
         dataset = dataset.filter(lambda split: split == args.split, input_columns="split")
@@ -189,6 +270,8 @@ def main(argv=None) -> int:
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     trained = with_lora(model, args) if args.lora_r else model
+    if args.lora_r and base_model_id(args):  # adapter_config.json names its base by Hub id, not by a folder here
+        trained.peft_config["default"].base_model_name_or_path = base_model_id(args)
 
     training_args = TrainingArguments(
         output_dir=str(output_dir),
@@ -209,8 +292,17 @@ def main(argv=None) -> int:
         dataloader_drop_last=True,
         seed=args.seed,
         ddp_find_unused_parameters=False,
+        push_to_hub=args.push_to_hub,
+        hub_model_id=args.hub_model_id,
+        hub_token=args.hub_token,
+        hub_private_repo=args.hub_private_repo or None,
+        hub_strategy="end",  # one push of the finished model, no checkpoints
     )
-    trainer = Trainer(model=trained, args=training_args, train_dataset=dataset, data_collator=CogViewCollator(processor, args.tasks, args.text_dropout, args.seed))
+    try:  # with --push_to_hub, the Trainer creates the repo here, before training
+        trainer = CogViewTrainer(model=trained, args=training_args, train_dataset=dataset, data_collator=CogViewCollator(processor, args.tasks, args.text_dropout, args.seed))
+    except (httpx2.HTTPError, ConnectionError) as error:  # HfHubHTTPError is an httpx2.HTTPError too
+        print(f"error: cannot create the Hub repo, nothing was trained: {one_line(error)}", file=sys.stderr)
+        return 2
     last_checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
     if last_checkpoint:
         print(f"resuming from {last_checkpoint}")
@@ -240,6 +332,27 @@ def main(argv=None) -> int:
         write_model_card(output_dir, base, args, metrics)
         (output_dir / "train_metrics.json").write_text(json.dumps(metrics, indent=2))
         print(f"wrote {output_dir}: loss {result.training_loss:.4f} after {result.global_step} steps")
+        if args.push_to_hub:
+            trainer.model = final  # push_to_hub saves trainer.model again: the merged model when --merge_lora
+            trainer.card_writer = lambda repo_id: write_model_card(output_dir, base, args, metrics, repo_id, processor)
+    if args.push_to_hub:
+        return push_trained(trainer, args, output_dir)
+    return 0
+
+
+def push_trained(trainer: CogViewTrainer, args, output_dir: Path) -> int:
+    """`Trainer.push_to_hub` (all processes call it, process zero uploads); one-line errors, exit code 2."""
+    try:
+        commit = trainer.push_to_hub(commit_message=f"Train {args.max_steps} steps with scripts/train.py")
+    except HubPushError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (httpx2.HTTPError, ConnectionError) as error:
+        print(f"error: the push failed ({one_line(error)}); the trained model is in {output_dir}: run the same command "
+              "again to push it", file=sys.stderr)  # fmt: skip
+        return 2
+    if commit is not None:
+        print(f"pushed {output_dir} to {trainer.hub_model_id}: {commit.commit_url}")
     return 0
 
 
