@@ -84,6 +84,21 @@ class CogViewConfig(PreTrainedConfig):
     """
 
     model_type = "cogview"
+    # Megatron's split, as the release trained it: Q/K/V and fc1 by output columns, o_proj and fc2 by input rows
+    # (the word embedding and the tied head are sharded on the vocabulary by transformers itself)
+    base_model_tp_plan = {
+        "layers.*.self_attn.q_proj": "colwise",
+        "layers.*.self_attn.k_proj": "colwise",
+        "layers.*.self_attn.v_proj": "colwise",
+        "layers.*.self_attn.o_proj": "rowwise",
+        "layers.*.mlp.fc1": "colwise",
+        "layers.*.mlp.fc2": "rowwise",
+    }
+    base_model_pp_plan = {
+        "embed_tokens": (["input_ids"], ["inputs_embeds"]),
+        "layers": (["hidden_states", "attention_mask"], ["hidden_states"]),
+        "norm": (["hidden_states"], ["hidden_states"]),
+    }
     sub_configs_defaults = {"vq_config": SubConfigSpec(CogViewVQVAEConfig, optional=True)}
     keys_to_ignore_at_inference = ["cache"]
 

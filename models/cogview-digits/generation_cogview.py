@@ -1,12 +1,33 @@
-"""CogView's generation rules, classifier-free guidance and progress, as pieces `generate` plugs in."""
+"""CogView's generation rules, classifier-free guidance twins and progress: the pieces the model plugs into
+GenerationMixin's hooks. Nothing here reads tensor values in Python on the per-step path."""
 
 from collections.abc import Callable
 
 import torch
+from torch import nn
+from transformers.generation import GenerationConfig
 from transformers.generation.logits_process import LogitsProcessor
 from transformers.generation.streamers import BaseStreamer
 
 from .configuration_cogview import CogViewConfig
+
+
+def last_position(input_ids: torch.LongTensor, token_ids: torch.LongTensor) -> torch.LongTensor:
+    """Per row: the position of the last of `token_ids`, or -1 (also for an empty row, as from `inputs_embeds`)."""
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+    found = torch.where(torch.isin(input_ids, token_ids.to(input_ids.device)), positions, -1)
+    return nn.functional.pad(found, (1, 0), value=-1).amax(-1)
+
+
+def release_generation_config(config: CogViewConfig, **overrides) -> GenerationConfig:
+    """The release's sampling (text2image.sh): top-k 200 at temperature 1, one full grid of new tokens. Converted and
+    trained folders carry it in generation_config.json; a model built from a config generates greedily, as any
+    transformers model does."""
+    values = dict(do_sample=True, top_k=200, temperature=1.0, max_new_tokens=config.num_image_tokens, pad_token_id=config.pad_token_id)
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    generation_config = GenerationConfig(**values)
+    generation_config._from_model_config = False  # deliberate defaults: a saved file's extras must load too
+    return generation_config
 
 
 class CogViewLogitsProcessor(LogitsProcessor):
@@ -20,103 +41,95 @@ class CogViewLogitsProcessor(LogitsProcessor):
     ranks only allowed ids."""
 
     def __init__(self, config: CogViewConfig):
-        self.image_vocab_size = config.image_vocab_size
-        self.text_range = (config.text_token_offset, config.command_token_offset)
-        self.num_real_tokens = config.num_real_tokens
         self.grid_tokens = config.num_image_tokens
-        self.boi_ids = [config.command_token_id("[BOI1]"), config.command_token_id("[BOI2]")]
-        self.eoi_ids = [config.command_token_id("[EOI1]"), config.command_token_id("[EOI2]")]
-        self.eoi1 = config.command_token_id("[EOI1]")
-        self.boi2, self.eoi2 = self.boi_ids[1], self.eoi_ids[1]
-        self.roi1 = config.command_token_id("[ROI1]")
-
-    @staticmethod
-    def last_position(input_ids: torch.LongTensor, token_ids: list[int]) -> torch.LongTensor:
-        """Per row: the position of the last of `token_ids`, or -1."""
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        found = torch.isin(input_ids, torch.tensor(token_ids, device=input_ids.device))
-        return torch.where(found, positions, -1).amax(-1)
+        token = config.command_token_id
+        self.boi_ids = torch.tensor([token("[BOI1]"), token("[BOI2]")], device="cpu")
+        self.eoi_ids = torch.tensor([token("[EOI1]"), token("[EOI2]")], device="cpu")
+        self.eoi1 = torch.tensor([token("[EOI1]")], device="cpu")
+        self.roi1 = torch.tensor([token("[ROI1]")], device="cpu")
+        self.boi2, self.eoi2 = token("[BOI2]"), token("[EOI2]")
+        vocab = torch.arange(config.vocab_size, device="cpu")
+        self.is_image_id = vocab < config.image_vocab_size
+        self.is_text_id = (vocab >= config.text_token_offset) & (vocab < config.command_token_offset)
+        self.is_real = vocab < config.num_real_tokens
 
     def image_tokens_so_far(self, input_ids: torch.LongTensor) -> torch.LongTensor:
         """Per row: image tokens since the last open [BOI], or -1 when no image is open."""
-        last_boi = self.last_position(input_ids, self.boi_ids)
-        open_image = last_boi > self.last_position(input_ids, self.eoi_ids)
+        last_boi = last_position(input_ids, self.boi_ids)
+        open_image = last_boi > last_position(input_ids, self.eoi_ids)
         return torch.where(open_image, input_ids.shape[1] - 1 - last_boi, -1)
 
     def in_caption(self, input_ids: torch.LongTensor) -> torch.BoolTensor:
         """Per row: no open image and the last [ROI1] comes after the last [EOI1]."""
-        last_eoi = self.last_position(input_ids, [self.eoi1])
+        last_eoi = last_position(input_ids, self.eoi1)
         no_open_image = self.image_tokens_so_far(input_ids) < 0
-        return no_open_image & (last_eoi >= 0) & (self.last_position(input_ids, [self.roi1]) > last_eoi)
+        return no_open_image & (last_eoi >= 0) & (last_position(input_ids, self.roi1) > last_eoi)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        vocab = torch.arange(scores.shape[-1], device=scores.device)
-        is_image_id = vocab < self.image_vocab_size
-        is_text_id = (vocab >= self.text_range[0]) & (vocab < self.text_range[1])
-        is_real = vocab < self.num_real_tokens
-
+        device = scores.device
+        is_image_id, is_text_id, is_real = (m.to(device) for m in (self.is_image_id, self.is_text_id, self.is_real))
         filled = self.image_tokens_so_far(input_ids)
         in_image = (filled >= 0) & (filled < self.grid_tokens)
         image_full = filled >= self.grid_tokens
-        last_boi = self.last_position(input_ids, self.boi_ids).clamp_min(0)
-        closing = torch.where(input_ids.gather(1, last_boi[:, None]).squeeze(1) == self.boi2, self.eoi2, self.eoi1)
+        last_boi = last_position(input_ids, self.boi_ids).clamp_min(0)
+        opened_with = input_ids.gather(1, last_boi[:, None]).squeeze(1) if input_ids.shape[1] else last_boi
+        closing = torch.where(opened_with == self.boi2, self.eoi2, int(self.eoi1))
 
         allowed = torch.where(in_image[:, None], is_image_id, is_real & ~is_image_id)
         allowed = torch.where(self.in_caption(input_ids)[:, None], is_text_id, allowed)
-        allowed = torch.where(image_full[:, None], vocab == closing[:, None], allowed)
+        allowed = torch.where(image_full[:, None], torch.arange(scores.shape[-1], device=device) == closing[:, None], allowed)
         return scores.masked_fill(~allowed, -float("inf"))
 
 
-class CogViewGuidance:
-    """Classifier-free guidance in one doubled batch: every row gets an unconditional twin whose prompt is
-    `[ROI1] [BASE] [BOI1]` (left-padded to the prompt's length) and which then receives the same sampled tokens.
-    The model's forward runs both halves together (one cache of 2B rows) and returns the guided log-probabilities
-    `uncond + scale * (cond - uncond)` for the B rows `generate` sees."""
+class CogViewGuidanceTwins:
+    """Classifier-free guidance (MusicGen/Dia style): each row runs beside an unconditional twin, in one doubled
+    batch whose first half is the conditional rows. A twin is its row with the text replaced: `[ROI1] [BASE] [BOI1]`
+    right-aligned before the row's last `[BOI1]` (column `text_start`, found once in the prompt), padding before it,
+    then the same image tokens. The twins are rebuilt from the ids at every call (prefill, each chunk of a chunked
+    prefill, decode), so nothing is kept between steps; `ClassifierFreeGuidanceLogitsProcessor` combines the halves."""
 
-    def __init__(self, config: CogViewConfig, scale: float, attention_mask: torch.Tensor | None = None):
-        self.scale = scale
+    def __init__(self, config: CogViewConfig):
         self.pad = config.pad_token_id
-        self.unconditional_prompt = [config.command_token_id(t) for t in ("[ROI1]", "[BASE]", "[BOI1]")]
-        # Both halves' 2D masks are kept here: generate hands static-cache models a prepared 4D mask instead.
-        self.masks: torch.Tensor | None = None
-        self.prompt_mask = attention_mask
+        self.roi1, self.base = config.command_token_id("[ROI1]"), config.command_token_id("[BASE]")
+        self.boi1 = torch.tensor([config.command_token_id("[BOI1]")], device="cpu")
 
-    def double_inputs(self, input_ids: torch.LongTensor) -> tuple[torch.LongTensor, torch.Tensor]:
-        batch, length = input_ids.shape
-        if self.masks is None:  # the first step: build the twins
-            unconditional_rows = [self.unconditional_row(row) for row in input_ids.tolist()]
-            if any(len(row) > length for row in unconditional_rows):
-                raise ValueError("a prompt shorter than its unconditional twin cannot be guided")
-            unconditional = torch.tensor([[self.pad] * (length - len(row)) + row for row in unconditional_rows], device=input_ids.device)
-            conditional_mask = torch.ones(batch, length, dtype=torch.long, device=input_ids.device)
-            if self.prompt_mask is not None:  # expanded by num_return_sequences like the ids
-                conditional_mask = self.prompt_mask.to(input_ids.device).long().repeat_interleave(batch // len(self.prompt_mask), dim=0)
-            unconditional_mask = torch.tensor([[0] * (length - len(row)) + [1] * len(row) for row in unconditional_rows], device=input_ids.device)
-            self.masks = torch.cat([conditional_mask, unconditional_mask])
-            return torch.cat([input_ids, unconditional]), self.masks
-        self.masks = torch.cat([self.masks, torch.ones(2 * batch, length, dtype=torch.long, device=input_ids.device)], dim=1)
-        return torch.cat([input_ids, input_ids]), self.masks  # the twin receives the same tokens
-
-    def unconditional_row(self, row: list[int]) -> list[int]:
-        """`[ROI1] [BASE] [BOI1]` plus the image tokens the prompt already holds (a completion keeps its rows)."""
-        boi = self.unconditional_prompt[-1]
-        if boi not in row:
+    def text_start(self, prompt_ids: torch.LongTensor) -> torch.LongTensor:
+        """Once per generate call, from the whole prompt: per row, the column of the twin's `[ROI1]`. Every row must
+        end in an open image with room for the twin's prompt."""
+        last_boi = last_position(prompt_ids, self.boi1)
+        if bool((last_boi < 0).any()):
             raise ValueError("guidance_scale applies to text-to-image prompts (ending in an open [BOI1] image)")
-        start = len(row) - row[::-1].index(boi)
-        return self.unconditional_prompt + row[start:]
+        if bool((last_boi < 2).any()):
+            raise ValueError("a prompt shorter than its unconditional twin ([ROI1] [BASE] [BOI1]) cannot be guided")
+        return last_boi - 2
 
-    def combine(self, logits: torch.Tensor) -> torch.Tensor:
-        conditional, unconditional = logits.float().log_softmax(-1).chunk(2)
-        return unconditional + self.scale * (conditional - unconditional)
+    def double(
+        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor, position_ids: torch.LongTensor, text_start: torch.LongTensor
+    ) -> tuple[torch.LongTensor, torch.Tensor, torch.LongTensor]:
+        """The last `n` ids [B, n] of sequences whose 2D mask [B, L] covers all L columns so far, with their positions
+        [B, n] -> the doubled batch's ids [2B, n], mask [2B, L] and positions [2B, n]."""
+        length = attention_mask.shape[1]
+        start = text_start[:, None].to(input_ids.device)
+        columns = torch.arange(length - input_ids.shape[1], length, device=input_ids.device)
+        twin = torch.where(columns == start, self.roi1, torch.where(columns == start + 1, self.base, input_ids))
+        twin = torch.where(columns < start, self.pad, twin)
+        twin_mask = (torch.arange(length, device=input_ids.device) >= start).to(attention_mask.dtype)
+        twin_positions = (columns - start).clamp_min(0)
+        return (
+            torch.cat([input_ids, twin]),
+            torch.cat([attention_mask, twin_mask]),
+            torch.cat([position_ids.expand(len(input_ids), -1), twin_positions]),
+        )
 
 
 class CogViewProgressStreamer(BaseStreamer):
     """A progress bar over the token loop and, optionally, a streaming preview: every `preview_every_rows` completed
-    grid rows, `preview_callback(codes_so_far)` gets the image tokens generated so far ([B, n], row-major)."""
+    grid rows, `preview_callback(codes_so_far)` gets the image tokens generated so far ([B, n], row-major). Wraps a
+    user's streamer, which still receives every call."""
 
     def __init__(
         self,
-        total_tokens: int,
+        total_tokens: int | None,
         grid_size: int,
         progress_bar: bool = True,
         preview_callback: Callable[[torch.LongTensor], None] | None = None,
@@ -151,4 +164,10 @@ class CogViewProgressStreamer(BaseStreamer):
         self.bar.close()
 
 
-__all__ = ["CogViewGuidance", "CogViewLogitsProcessor", "CogViewProgressStreamer"]
+__all__ = [
+    "CogViewGuidanceTwins",
+    "CogViewLogitsProcessor",
+    "CogViewProgressStreamer",
+    "last_position",
+    "release_generation_config",
+]

@@ -8,7 +8,8 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
-from transformers.generation import GenerationMixin, LogitsProcessorList
+from transformers.generation import ClassifierFreeGuidanceLogitsProcessor, GenerationConfig, GenerationMixin, LogitsProcessorList
+from transformers.generation.streamers import BaseStreamer
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
@@ -17,11 +18,12 @@ from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.import_utils import is_torchdynamo_compiling
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_cogview import CogViewConfig, CogViewVQVAEConfig
 
-from .generation_cogview import CogViewGuidance, CogViewLogitsProcessor, CogViewProgressStreamer
+from .generation_cogview import CogViewGuidanceTwins, CogViewLogitsProcessor, CogViewProgressStreamer
 from .modeling_cogview_vqvae import CogViewVQVAE
 from .remote_code import write_remote_code
 
@@ -239,19 +241,17 @@ class CogViewModel(CogViewPreTrainedModel):
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
         if input_ids is not None:
-            self._check_ids_in_vocabulary(input_ids)
+            if input_ids.shape[1] > 1 and not is_torchdynamo_compiling():  # decode steps sample from our own logits
+                self.check_ids_in_vocabulary(input_ids)
             inputs_embeds = self.embed_tokens(input_ids)
-        if use_cache and cache is None:
+        if use_cache and cache is None and not self.training:  # training never reads a cache (and packs by position)
             cache = DynamicCache(config=self.config)
 
-        past_length = cache.get_seq_length() if cache is not None else 0
         if position_ids is None:
+            past_length = cache.get_seq_length() if cache is not None else 0
             position_ids = self._positions_from_mask(attention_mask, inputs_embeds.shape[1], past_length, inputs_embeds.device)
-        if past_length + inputs_embeds.shape[1] > self.config.max_position_embeddings:
-            raise ValueError(
-                f"sequence of {past_length + inputs_embeds.shape[1]} tokens exceeds max_position_embeddings "
-                f"({self.config.max_position_embeddings}); shorten the prompt or generate fewer tokens"
-            )
+        if inputs_embeds.shape[1] > 1 and not is_torchdynamo_compiling():  # generate checks lengths before it starts
+            self.check_positions(position_ids)  # the largest position counts, so packed sequences fit
 
         causal_mask = create_causal_mask(
             config=self.config,
@@ -262,10 +262,18 @@ class CogViewModel(CogViewPreTrainedModel):
         )
         hidden_states = self.embed_dropout(inputs_embeds + self.embed_positions(position_ids))
         for decoder_layer in self.layers:
-            hidden_states = decoder_layer(hidden_states, attention_mask=causal_mask, cache=cache, **kwargs)
+            # position_ids reach the attention kernels: flash-attention separates packed sequences by them
+            hidden_states = decoder_layer(hidden_states, attention_mask=causal_mask, cache=cache, position_ids=position_ids, **kwargs)
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache)
 
-    def _check_ids_in_vocabulary(self, input_ids: torch.Tensor):
+    def check_positions(self, position_ids: torch.LongTensor):
+        if position_ids.numel() and int(position_ids.max()) >= self.config.max_position_embeddings:
+            raise ValueError(
+                f"position {int(position_ids.max())} exceeds max_position_embeddings ({self.config.max_position_embeddings}); "
+                "shorten the prompt or generate fewer tokens"
+            )
+
+    def check_ids_in_vocabulary(self, input_ids: torch.Tensor):
         if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
             raise ValueError(
                 f"input_ids must lie in [0, {self.config.vocab_size}), got values in "
@@ -278,7 +286,7 @@ class CogViewModel(CogViewPreTrainedModel):
     ) -> torch.LongTensor:
         """Learned absolute positions: with left padding the first real token must get position 0."""
         if attention_mask is None or attention_mask.ndim != 2:
-            return torch.arange(past_length, past_length + length, device=device).unsqueeze(0)
+            return (torch.arange(length, device=device) + past_length).unsqueeze(0)
         positions = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
         return positions[:, -length:]
 
@@ -313,10 +321,12 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
     """The transformer with tied output logits, holding its frozen VQ-VAE as `vqvae` (when it has one)."""
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
-    _keep_in_fp32_modules = ["vqvae"]  # half precision can flip the VQ-VAE's nearest-code choices
     _tp_plan = {"lm_head": "colwise_gather_output"}
     _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
     output_modalities = ("image", "text")
+    # images enter as processor placeholders filled from pixel_values; declaring an image input would make the
+    # any-to-any pipeline demand torchvision, which CogView's own image processor does not need
+    input_modalities = ("text",)
     CAPTION_LENGTH = 20  # the release samples exactly 20 caption tokens ([MASK]*20), with no stop token
 
     def __init__(self, config: CogViewConfig):
@@ -324,12 +334,11 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         self.model = CogViewModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.vqvae = CogViewVQVAE._from_config(config.vq_config) if config.vq_config is not None else None
+        # half precision (bf16 too) can flip the VQ-VAE's nearest-code choices: it stays fp32 when there is one
+        self._keep_in_fp32_modules_strict = ["vqvae"] if self.vqvae is not None else []
         self.post_init()
         if self.vqvae is not None:
             self.vqvae.requires_grad_(False)
-        # the release's sampling (text2image.sh): top-k 200 at temperature 1, one full grid of new tokens
-        self.generation_config.update(do_sample=True, top_k=200, temperature=1.0, max_new_tokens=config.num_image_tokens)
-        self.generation_config._from_model_config = False  # deliberate defaults: a saved file's extras must load too
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Also writes the code bundle (and names its pipelines in config.json), so the folder loads with
@@ -342,54 +351,99 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
     def generate(
         self,
         inputs: torch.Tensor | None = None,
-        generation_config=None,
-        logits_processor: LogitsProcessorList | None = None,
-        streamer=None,
-        guidance_scale: float | None = None,
-        progress_bar: bool = True,
-        preview_callback=None,
+        *args,
+        streamer: BaseStreamer | None = None,
+        progress_bar: bool = False,
+        preview_callback: Callable[[torch.LongTensor], None] | None = None,
         preview_every_rows: int = 4,
+        generation_mode: str | None = None,
         **kwargs,
     ):
-        """`GenerationMixin.generate` with CogView's rules added (before top-k), and:
-
-        - `guidance_scale`: classifier-free guidance against `[ROI1] [BASE] [BOI1]`, in one doubled batch;
-        - a default length: the rest of an open image grid (so a completion prompt generates just the missing rows),
-          or 20 tokens for a caption prompt;
-        - `progress_bar` over the token loop, and `preview_callback(codes_so_far)` every `preview_every_rows` rows.
-        """
-        input_ids = inputs if inputs is not None else kwargs.get("input_ids")
-        rules = CogViewLogitsProcessor(self.config)
-        processors = LogitsProcessorList(logits_processor or [])
-        if not any(isinstance(p, CogViewLogitsProcessor) for p in processors):
-            processors.insert(0, rules)
-        config = generation_config if generation_config is not None else self.generation_config
-        new_tokens = kwargs.get("max_new_tokens")
-        length_given = new_tokens is not None or kwargs.get("max_length") is not None or generation_config is not None
-
-        # guidance (a default from generation_config.json too) applies to image prompts; captions ignore the default
-        scale = guidance_scale if guidance_scale is not None else getattr(config, "guidance_scale", None)
-        if scale is not None and scale != 1:
-            if input_ids is not None and bool((rules.image_tokens_so_far(input_ids) >= 0).all()):
-                kwargs["guidance"] = CogViewGuidance(self.config, scale, kwargs.get("attention_mask"))
-            elif guidance_scale is not None:
-                raise ValueError("guidance_scale applies to text-to-image prompts (ending in an open [BOI1] image)")
-        if getattr(config, "guidance_scale", None) is not None:
-            kwargs["guidance_scale"] = None  # ours (above), not the library's unbatched variant
-
-        if not length_given and input_ids is not None:
-            new_tokens = self._default_new_tokens(input_ids, rules)
-            if new_tokens is not None:
-                kwargs["max_new_tokens"] = new_tokens
-        beams = kwargs.get("num_beams", getattr(config, "num_beams", 1)) or 1
-        if (progress_bar or preview_callback is not None) and beams == 1:
-            total = new_tokens if new_tokens is not None else config.max_new_tokens
+        """`GenerationMixin.generate`; CogView's rules, default lengths and guidance come in through its hooks. This
+        wrapper only adds, on request, a progress bar (`progress_bar=True`) and a streaming preview
+        (`preview_callback(codes_so_far)` every `preview_every_rows` rows), around any streamer the caller gives.
+        `generation_mode="image"` (the any-to-any pipeline's route, as Janus) returns only the image tokens."""
+        if generation_mode not in (None, "text", "image"):
+            raise ValueError(f"generation_mode must be 'text' or 'image', got {generation_mode!r}")
+        if progress_bar or preview_callback is not None:
+            prompt = inputs if inputs is not None else kwargs.get("input_ids")
+            total = kwargs.get("max_new_tokens") or (self._default_new_tokens(prompt) if prompt is not None else None)
             streamer = CogViewProgressStreamer(
                 total, self.config.image_grid_size, progress_bar, preview_callback, preview_every_rows, inner=streamer
             )
-        return super().generate(inputs, generation_config=generation_config, logits_processor=processors, streamer=streamer, **kwargs)
+        output = super().generate(inputs, *args, streamer=streamer, **kwargs)
+        if generation_mode != "image":
+            return output
+        if isinstance(output, torch.Tensor):
+            return output[:, -self.config.num_image_tokens :]
+        output.sequences = output.sequences[:, -self.config.num_image_tokens :]
+        return output
 
-    def _default_new_tokens(self, input_ids: torch.LongTensor, rules: CogViewLogitsProcessor) -> int | None:
+    def _prepare_generation_config(self, generation_config: GenerationConfig | None, **kwargs):
+        """Notes what the caller chose (a length, guidance) before the folder's defaults fill in the rest; guidance
+        moves into the model inputs, where `prepare_inputs_for_generation` builds the twins."""
+        explicit = generation_config if generation_config is not None else GenerationConfig()
+        length_given = "max_new_tokens" in kwargs or "max_length" in kwargs or generation_config is not None
+        guidance_given = kwargs.get("guidance_scale", explicit.guidance_scale) is not None
+        generation_config, model_kwargs = super()._prepare_generation_config(generation_config, **kwargs)
+        scale = generation_config.guidance_scale
+        generation_config.guidance_scale = None  # never the library's unbatched variant: ours runs in one batch
+        if scale is not None and scale != 1:
+            if generation_config.num_beams > 1:
+                raise ValueError("guidance_scale does not work with beam search (num_beams > 1): use sampling or greedy")
+            model_kwargs["guidance_scale"] = (float(scale), guidance_given)
+        generation_config._cogview_length_given = length_given
+        return generation_config, model_kwargs
+
+    def _prepare_model_inputs(self, inputs=None, bos_token_id=None, model_kwargs=None):
+        """The value checks of a prompt, once per call (not per step): ids in range, no unfilled image placeholders,
+        guidance only for image prompts. Records where the open image's grid ends, for the image-rows head."""
+        inputs, input_name, model_kwargs = super()._prepare_model_inputs(inputs, bos_token_id, model_kwargs)
+        guidance = model_kwargs.pop("guidance_scale", None)
+        if input_name != "input_ids" or inputs.shape[1] == 0:
+            if guidance is not None and guidance[1]:
+                raise ValueError("guidance_scale needs input_ids (a text-to-image prompt), not inputs_embeds")
+            return inputs, input_name, model_kwargs
+        self.model.check_ids_in_vocabulary(inputs)
+        if model_kwargs.get("pixel_values") is None:
+            self._check_no_placeholders(inputs)
+        filled = CogViewLogitsProcessor(self.config).image_tokens_so_far(inputs)
+        in_open_image = bool((filled >= 0).all())
+        if guidance is not None:
+            scale, given = guidance
+            if in_open_image:
+                model_kwargs["guidance_scale"] = scale
+                model_kwargs["guidance_text_start"] = CogViewGuidanceTwins(self.config).text_start(inputs)
+            elif given:  # a folder's default guidance applies to image prompts; captions ignore it
+                raise ValueError("guidance_scale applies to text-to-image prompts (ending in an open [BOI1] image)")
+        if in_open_image and len(set(filled.tolist())) == 1:
+            model_kwargs["image_grid_end"] = inputs.shape[1] + self.config.num_image_tokens - int(filled[0])
+        return inputs, input_name, model_kwargs
+
+    def _prepare_generated_length(
+        self, generation_config, has_default_max_length, has_default_min_length, model_input_name, input_ids_length, inputs_tensor
+    ):
+        """Default length from the prompt's layout: the rest of an open image grid (a completion generates just the
+        missing rows), or 20 tokens of a caption. The whole sequence must fit the learned positions."""
+        if not getattr(generation_config, "_cogview_length_given", True) and model_input_name == "input_ids":
+            new_tokens = self._default_new_tokens(inputs_tensor)
+            if new_tokens is not None:
+                generation_config.max_new_tokens, generation_config.max_length = new_tokens, None
+                has_default_max_length = False
+        generation_config = super()._prepare_generated_length(
+            generation_config, has_default_max_length, has_default_min_length, model_input_name, input_ids_length, inputs_tensor
+        )
+        prompt_length = inputs_tensor.shape[1] if model_input_name == "inputs_embeds" else input_ids_length
+        total_length = prompt_length + generation_config.max_length - input_ids_length
+        if total_length > self.config.max_position_embeddings:
+            raise ValueError(
+                f"a prompt of {prompt_length} tokens plus {total_length - prompt_length} new ones exceeds "
+                f"max_position_embeddings ({self.config.max_position_embeddings}); shorten the prompt or generate fewer tokens"
+            )
+        return generation_config
+
+    def _default_new_tokens(self, input_ids: torch.LongTensor) -> int | None:
+        rules = CogViewLogitsProcessor(self.config)
         filled = rules.image_tokens_so_far(input_ids)
         if bool((filled >= 0).all()):
             if len(set(filled.tolist())) != 1:
@@ -398,6 +452,60 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         if bool(rules.in_caption(input_ids).all()):  # caption prompts, with or without text begun
             return max(1, min(self.CAPTION_LENGTH, self.config.max_position_embeddings - input_ids.shape[1]))
         return None
+
+    def _prepare_cache_for_generation(self, generation_config, model_kwargs, generation_mode, batch_size, max_cache_length):
+        if model_kwargs.get("guidance_scale") is not None:
+            batch_size *= 2  # each row and its unconditional twin
+            if model_kwargs.get("attention_mask") is None:  # generate drops an all-ones mask; the twins are padded
+                rows = len(model_kwargs["guidance_text_start"])
+                model_kwargs["attention_mask"] = torch.ones(rows, generation_config._mask_length, dtype=torch.long, device=self.device)
+        return super()._prepare_cache_for_generation(generation_config, model_kwargs, generation_mode, batch_size, max_cache_length)
+
+    def _get_logits_processor(self, generation_config, *args, logits_processor=None, model_kwargs=None, **kwargs):
+        """CogView's rules before top-k (unless the caller brings their own instance), and guidance before all."""
+        logits_processor = LogitsProcessorList(logits_processor or [])
+        if not any(isinstance(p, CogViewLogitsProcessor) for p in logits_processor):
+            logits_processor.insert(0, CogViewLogitsProcessor(self.config))
+        processors = super()._get_logits_processor(generation_config, *args, logits_processor=logits_processor, model_kwargs=model_kwargs, **kwargs)
+        if (model_kwargs or {}).get("guidance_scale") is not None:
+            processors.insert(0, ClassifierFreeGuidanceLogitsProcessor(model_kwargs["guidance_scale"]))
+        return processors
+
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        next_sequence_length: int | None = None,
+        cache: Cache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        is_first_iteration: bool | None = False,
+        guidance_scale: float | None = None,
+        guidance_text_start: torch.LongTensor | None = None,
+        image_grid_end: int | None = None,
+        **kwargs,
+    ):
+        """Doubles the batch with the unconditional twins under guidance, and asks for image-only logits while the
+        whole batch is inside an image (a Python comparison of lengths: no tensor is read)."""
+        length = attention_mask.shape[1] if attention_mask is not None else input_ids.shape[1]
+        if guidance_scale is not None:
+            if next_sequence_length is not None:  # the twins are built for the ids this call runs
+                input_ids, next_sequence_length = input_ids[:, -next_sequence_length:], None
+            positions = kwargs["position_ids"][..., -input_ids.shape[1] :]
+            input_ids, attention_mask, kwargs["position_ids"] = CogViewGuidanceTwins(self.config).double(
+                input_ids, attention_mask, positions, guidance_text_start
+            )
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids,
+            next_sequence_length=next_sequence_length,
+            cache=cache,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            is_first_iteration=is_first_iteration,
+            **kwargs,
+        )
+        if image_grid_end is not None and length < image_grid_end:
+            model_inputs["image_tokens_only"] = True
+        return model_inputs
 
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @can_return_tuple
@@ -412,26 +520,22 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         pixel_values: torch.FloatTensor | None = None,
-        guidance: CogViewGuidance | None = None,
+        image_tokens_only: bool = False,
         **kwargs: Unpack[TransformersKwargs],
     ) -> CausalLMOutputWithPast:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`, *optional*):
             Images whose VQ codes replace the image placeholders (`[MASK]`) that `CogViewProcessor` put in
             `input_ids` (and in `labels`), one image per sequence.
-        guidance (`CogViewGuidance`, *optional*):
-            Set by `generate(guidance_scale=...)`: runs each row with its unconditional twin in one doubled batch
-            and returns guided log-probabilities for the original rows.
+        image_tokens_only (`bool`, *optional*, defaults to `False`):
+            Compute logits only over the image ids (the first `image_vocab_size` rows of the tied head); every other
+            id gets the dtype's lowest value. `generate` sets it while every row is inside an image, where CogView's
+            rules allow nothing else: 28% of the weights read per step at the release's size.
         """
         if pixel_values is not None:
             input_ids, labels = self.fill_image_placeholders(input_ids, labels, pixel_values)
-        elif input_ids is not None and (cache is None or cache.get_seq_length() == 0):
+        elif input_ids is not None and input_ids.shape[1] >= self.config.num_image_tokens and not is_torchdynamo_compiling():
             self._check_no_placeholders(input_ids)
-        if guidance is not None:
-            if cache is None:
-                raise ValueError("guidance_scale needs the cache (use_cache=True)")
-            input_ids, attention_mask = guidance.double_inputs(input_ids)
-            position_ids = None  # derived from the doubled mask
         outputs: BaseModelOutputWithPast = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -441,9 +545,8 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             **kwargs,
         )
-        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
-        if guidance is not None:
-            logits = guidance.combine(logits)
+        hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
+        logits = self.image_logits(hidden_states) if image_tokens_only else self.lm_head(hidden_states)
 
         loss = None
         if labels is not None:
@@ -455,6 +558,14 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
+
+    def image_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Full-width logits of which only the image ids are computed (the rest hold the dtype's lowest value, so
+        sampling draws from the same distribution and the same random numbers as with the full head)."""
+        image_logits = nn.functional.linear(hidden_states, self.lm_head.weight[: self.config.image_vocab_size])
+        logits = image_logits.new_full((*image_logits.shape[:-1], self.config.vocab_size), torch.finfo(image_logits.dtype).min)
+        logits[..., : self.config.image_vocab_size] = image_logits
+        return logits
 
     def _loss(self, logits, labels, input_ids, **kwargs) -> torch.Tensor:
         if self.config.txt_loss_scale == 1:
@@ -486,7 +597,7 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         if input_ids is None:
             raise ValueError("pixel_values need input_ids holding the image placeholders (build them with CogViewProcessor)")
         placeholders = input_ids == self.config.command_token_id("[MASK]")
-        codes = self.get_image_tokens(pixel_values)
+        codes = self.get_image_tokens(pixel_values).to(input_ids.device)  # the VQ-VAE may sit on another device
         per_sequence = placeholders.sum(-1)
         if codes.shape[0] != input_ids.shape[0] or not bool((per_sequence == codes.shape[1]).all()):
             raise ValueError(
@@ -504,26 +615,36 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor,
         attention_mask: torch.Tensor | None = None,
         pixel_values: torch.FloatTensor | None = None,
+        chunk_size: int = 8,
     ) -> torch.FloatTensor:
         """Self-reranking (§6.3): per sequence `[BASE] [BOI1] image [EOI1] [ROI1] text`, the sum of log p(text token)
-        over the text after the last [ROI1], with image ids excluded from the softmax. Higher is better."""
+        over the text after the last [ROI1], with image ids excluded from the softmax. Higher is better.
+
+        Logits are computed only for the caption tail, `chunk_size` sequences at a time: memory does not grow with
+        vocabulary x image positions x candidates (a full grid is 1024 of the ~1050 positions)."""
         if pixel_values is not None:
             input_ids, _ = self.fill_image_placeholders(input_ids, None, pixel_values)
-        logits = self(input_ids, attention_mask=attention_mask).logits.float()
-        logits[..., : self.config.image_vocab_size] = -float("inf")
-        token_logprobs = logits[:, :-1].log_softmax(-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         roi = self.config.command_token_id("[ROI1]")
-        last_roi = torch.where(input_ids == roi, positions, -1).amax(-1, keepdim=True)
+        last_roi = torch.where(input_ids == roi, positions, -1).amax(-1)
         if bool((last_roi < 0).any()):
             raise ValueError("every sequence needs [ROI1] before its caption (build them with processor(images=, text=))")
-        scored = positions[1:] > last_roi  # targets after [ROI1]
-        if attention_mask is not None:
-            scored = scored & attention_mask[:, 1:].bool()
-        return torch.where(scored, token_logprobs, 0.0).sum(-1)  # (-inf image targets outside the caption)
+        tail = input_ids.shape[1] - 1 - int(last_roi.min())  # the targets that may be scored, at the end of every row
+        scores = []
+        for start in range(0, len(input_ids), chunk_size):
+            ids = input_ids[start : start + chunk_size]
+            mask = attention_mask[start : start + chunk_size] if attention_mask is not None else None
+            logits = self(ids, attention_mask=mask, logits_to_keep=tail + 1, use_cache=False).logits[:, :-1].float()
+            logits[..., : self.config.image_vocab_size] = -float("inf")
+            token_logprobs = logits.log_softmax(-1).gather(-1, ids[:, -tail:, None]).squeeze(-1)
+            scored = positions[-tail:] > last_roi[start : start + chunk_size, None]  # targets after [ROI1]
+            if mask is not None:
+                scored = scored & mask[:, -tail:].bool()
+            scores.append(torch.where(scored, token_logprobs, 0.0).sum(-1))
+        return torch.cat(scores)
 
     @torch.no_grad()
-    def self_rerank_scores(self, sequences: torch.LongTensor) -> torch.FloatTensor:
+    def self_rerank_scores(self, sequences: torch.LongTensor, chunk_size: int = 8) -> torch.FloatTensor:
         """CogView's self-reranking of its own samples: each generated `[ROI1] text [BASE] [BOI1] image` sequence
         is scored by `caption_scores` of its text given its image (higher is better; keep the best of several)."""
         roi, base, boi, eoi = (self.config.command_token_id(t) for t in ("[ROI1]", "[BASE]", "[BOI1]", "[EOI1]"))
@@ -537,14 +658,14 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         longest = max(len(c) for c in captions)
         ids = torch.tensor([[self.config.pad_token_id] * (longest - len(c)) + c for c in captions], device=sequences.device)
         mask = torch.tensor([[0] * (longest - len(c)) + [1] * len(c) for c in captions], device=sequences.device)
-        return self.caption_scores(ids, attention_mask=mask)
+        return self.caption_scores(ids, attention_mask=mask, chunk_size=chunk_size)
 
-    def best_of(self, sequences: torch.LongTensor, candidates: int) -> torch.LongTensor:
+    def best_of(self, sequences: torch.LongTensor, candidates: int, chunk_size: int = 8) -> torch.LongTensor:
         """Of each consecutive group of `candidates` samples (generate's num_return_sequences order), the one the
-        model's self-reranking scores highest."""
+        model's self-reranking scores highest (`chunk_size` candidates scored at a time)."""
         if candidates <= 1:
             return sequences
-        scores = self.self_rerank_scores(sequences).view(-1, candidates)
+        scores = self.self_rerank_scores(sequences, chunk_size=chunk_size).view(-1, candidates)
         return sequences.view(-1, candidates, sequences.shape[-1])[torch.arange(len(scores)), scores.argmax(-1)]
 
     def _require_vqvae(self) -> CogViewVQVAE:

@@ -91,7 +91,7 @@ class CogViewVQVAE(PreTrainedModel):
         factor = self.config.downsample_factor
         if pixel_values.shape[-2] % factor or pixel_values.shape[-1] % factor:
             raise ValueError(f"image height and width must be multiples of {factor}, got {tuple(pixel_values.shape[-2:])}")
-        latents = self.encoder(pixel_values.to(self.dtype)).permute(0, 2, 3, 1)
+        latents = self.encoder(pixel_values.to(device=self.device, dtype=self.dtype)).permute(0, 2, 3, 1)
         return self.quantizer(latents)
 
     def embed_codes(self, codes: torch.Tensor) -> torch.Tensor:
@@ -103,7 +103,7 @@ class CogViewVQVAE(PreTrainedModel):
                 f"codes must lie in [0, {self.config.num_embeddings}), got values in "
                 f"[{int(codes.min())}, {int(codes.max())}]"
             )
-        return self.quantizer.embedding(codes).permute(0, 3, 1, 2)
+        return self.quantizer.embedding(codes.to(self.device)).permute(0, 3, 1, 2)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, h, w] -> pixels [B, C, h*f, w*f] in the normalised space (not clamped)."""

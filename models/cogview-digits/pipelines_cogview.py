@@ -14,17 +14,22 @@ class CogViewTextToImagePipeline(Pipeline):
     Generation arguments (`guidance_scale`, `top_k`, `temperature`, `progress_bar`, `preview_callback`, ...) pass
     through to `model.generate`; `generator` (a `torch.Generator`) or `seed` makes the sampling reproducible;
     `rerank_candidates=N` keeps the best of N samples per image by self-reranking (default: the model's
-    generation_config `rerank_candidates`, else 1)."""
+    generation_config `rerank_candidates`, else 1), scoring `scoring_chunk_size` candidates at a time."""
 
     _load_processor = True
     _load_tokenizer = False
     _load_image_processor = False
     _load_feature_extractor = False
 
-    def _sanitize_parameters(self, num_images_per_prompt=None, seed=None, generator=None, rerank_candidates=None, **generate_kwargs):
+    def _sanitize_parameters(
+        self, num_images_per_prompt=None, seed=None, generator=None, rerank_candidates=None, scoring_chunk_size=None, **generate_kwargs
+    ):
         forward = dict(generate_kwargs)
+        forward.setdefault("progress_bar", True)  # a pipeline shows its progress; model.generate only when asked
         if rerank_candidates is not None:
             forward["rerank_candidates"] = rerank_candidates
+        if scoring_chunk_size is not None:
+            forward["scoring_chunk_size"] = scoring_chunk_size
         if num_images_per_prompt is not None:
             forward["num_return_sequences"] = num_images_per_prompt
         if seed is not None:
@@ -38,13 +43,13 @@ class CogViewTextToImagePipeline(Pipeline):
             raise TypeError(f"a prompt must be a string, got {type(prompt).__name__}")
         return self.processor(text=prompt)
 
-    def _forward(self, model_inputs, seed=None, rerank_candidates=None, num_return_sequences=1, **generate_kwargs):
+    def _forward(self, model_inputs, seed=None, rerank_candidates=None, scoring_chunk_size=8, num_return_sequences=1, **generate_kwargs):
         if seed is not None:
             torch.manual_seed(seed)
         grid = self.model.config.num_image_tokens
         candidates = rerank_candidates or getattr(self.model.generation_config, "rerank_candidates", None) or 1
         sequences = self.model.generate(**model_inputs, num_return_sequences=num_return_sequences * candidates, **generate_kwargs)
-        sequences = self.model.best_of(sequences, candidates)
+        sequences = self.model.best_of(sequences, candidates, chunk_size=scoring_chunk_size)
         return {"pixels": self.model.decode_image_tokens(sequences[:, -grid:])}
 
     def postprocess(self, model_outputs):

@@ -243,6 +243,25 @@ def to_rgb_array(image: PIL.Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
+def check_image_has_pixels(image) -> None:
+    """Refuse, with the reason, an image that resizing cannot handle: no pixels (0xN) or NaN/infinite values."""
+    if isinstance(image, PIL.Image.Image):
+        width, height = image.size
+        if width == 0 or height == 0:
+            raise ValueError(f"the image is empty: {width}x{height} pixels")
+        if image.mode != "F":  # only float images can hold NaN
+            return
+        image = np.asarray(image)
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().float().numpy() if image.is_floating_point() else image.detach().cpu().numpy()
+    array = np.asarray(image)
+    if array.size == 0:
+        raise ValueError(f"the image is empty: an array of shape {tuple(array.shape)} has no pixels")
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise ValueError(f"the image has {bad} NaN or infinite values (of {array.size}); pixels must be finite numbers")
+
+
 class CogViewImageProcessor(PilBackend):
     """PIL backend. Accepts PIL images of any mode, numpy arrays and torch tensors ([H, W, C] or [C, H, W], uint8
     0-255 or float), one or a batch; returns `pixel_values` [B, 3, crop, crop]."""
@@ -263,6 +282,16 @@ class CogViewImageProcessor(PilBackend):
 
     def __init__(self, **kwargs: Unpack[ImagesKwargs]):
         super().__init__(**kwargs)
+
+    def process_image(self, image, *args, **kwargs) -> np.ndarray:
+        check_image_has_pixels(image)  # else a 0x0 image divides by zero in resize, a NaN one fails deep in PIL
+        return super().process_image(image, *args, **kwargs)
+
+    def _prepare_images_structure(self, images, expected_ndims: int = 3):
+        if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 2:
+            check_image_has_pixels(images)  # a 0x0 array is an empty image, not an empty batch
+            images = [images[..., None]]  # one grayscale [H, W] image, as [H, W, 1]
+        return super()._prepare_images_structure(images, expected_ndims=expected_ndims)
 
     def convert_to_rgb(self, image, input_data_format=None) -> np.ndarray:
         if isinstance(image, PIL.Image.Image):
@@ -390,6 +419,8 @@ class CogViewProcessor(ProcessorMixin):
         set to -100; the text-loss weight of §3.8 is applied by the model from `config.txt_loss_scale`).
         With `keep_rows=k` and `image_codes`, a text-to-image prompt keeps the first k rows of each image, for
         text-guided completion of the rest."""
+        if given := [name for name in ("videos", "audio") if kwargs.pop(name, None) is not None]:
+            raise ValueError(f"CogView reads text and images, not {' or '.join(given)}")
         if kwargs:
             raise TypeError(f"unexpected arguments: {', '.join(kwargs)}")
         has_image = images is not None or image_codes is not None
@@ -445,7 +476,10 @@ class CogViewProcessor(ProcessorMixin):
         return BatchFeature(encoding, tensor_type=return_tensors)
 
     def _encode_text(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        """User text is text: command-token names typed in it ("[BOI1]", "[MASK]") are escaped, i.e. SentencePiece
+        encodes their characters like any others (`split_special_tokens=True`, the same ids in both tokenizers), so
+        a prompt cannot forge the layout. Command tokens come only from `layout` and `encode_query`'s own parts."""
+        return self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
     def _codes_to_ids(self, image_codes) -> list[list[int]]:
         codes = torch.as_tensor(np.asarray(image_codes) if not isinstance(image_codes, torch.Tensor) else image_codes)
@@ -549,6 +583,15 @@ class CogViewProcessor(ProcessorMixin):
     def postprocess(self, pixel_values: torch.Tensor, **kwargs):
         """Decoded pixels -> PIL images (see `CogViewImageProcessor.postprocess`)."""
         return self.image_processor.postprocess(pixel_values, **kwargs)
+
+    def post_process_multimodal_output(self, generated_outputs, skip_special_tokens=True, generation_mode=None, **kwargs):
+        """The any-to-any pipeline's hook: decoded pixels -> PIL images (`generation_mode="image"`), or id sequences
+        -> their text after the last [ROI1] (`"text"`)."""
+        if generation_mode == "image":
+            return self.postprocess(generated_outputs)
+        if generation_mode in (None, "text"):
+            return [self.decode_caption(sequence) for sequence in generated_outputs]
+        raise ValueError(f"CogView generates text or images, not {generation_mode!r}")
 
     @property
     def model_input_names(self) -> list[str]:

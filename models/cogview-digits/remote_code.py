@@ -54,7 +54,8 @@ def bundle_text(name: str) -> str:
 
 
 def write_remote_code(save_directory: str | Path):
-    """Write (or refresh) every bundle file in a saved folder, and name the bundle's pipelines in its config.json."""
+    """Write (or refresh) every bundle file in a saved folder, and name the bundle's pipelines and Auto classes in
+    its config.json."""
     save_directory = Path(save_directory)
     for name in BUNDLE_FILES:
         if source_file(name) is not None:
@@ -63,6 +64,8 @@ def write_remote_code(save_directory: str | Path):
     if config_file.is_file():
         config = json.loads(config_file.read_text(encoding="utf-8"))
         config["custom_pipelines"] = CUSTOM_PIPELINES
+        if "AutoModelForCausalLM" in config.get("auto_map", {}):  # the any-to-any pipeline's Auto class, same model
+            config["auto_map"]["AutoModelForMultimodalLM"] = config["auto_map"]["AutoModelForCausalLM"]
         config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
