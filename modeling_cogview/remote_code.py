@@ -53,9 +53,9 @@ def bundle_text(name: str) -> str:
     return ABSOLUTE_IMPORT.sub(r"\1from .\2 import ", source_file(name).read_text(encoding="utf-8"))
 
 
-def write_remote_code(save_directory: str | Path):
+def write_remote_code(save_directory: str | Path, model_class: str | None = None):
     """Write (or refresh) every bundle file in a saved folder, and name the bundle's pipelines and Auto classes in
-    its config.json."""
+    its config.json (`model_class`, "module.Class" in the bundle, for AutoModelForCausalLM when a model is saved)."""
     save_directory = Path(save_directory)
     for name in BUNDLE_FILES:
         if source_file(name) is not None:
@@ -64,6 +64,8 @@ def write_remote_code(save_directory: str | Path):
     if config_file.is_file():
         config = json.loads(config_file.read_text(encoding="utf-8"))
         config["custom_pipelines"] = CUSTOM_PIPELINES
+        if model_class is not None:
+            config.setdefault("auto_map", {})["AutoModelForCausalLM"] = model_class
         if "AutoModelForCausalLM" in config.get("auto_map", {}):  # the any-to-any pipeline's Auto class, same model
             config["auto_map"]["AutoModelForMultimodalLM"] = config["auto_map"]["AutoModelForCausalLM"]
         config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")

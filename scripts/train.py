@@ -309,6 +309,12 @@ def main(argv=None) -> int:
     start = time.time()
     result = trainer.train(resume_from_checkpoint=last_checkpoint)
 
+    state_dict = None  # sharded weights (FSDP, DeepSpeed ZeRO-3) are gathered by every process, then process zero writes
+    if trainer.is_fsdp_enabled:
+        state_dict = trainer.accelerator.get_state_dict(trainer.model)
+    elif trainer.is_deepspeed_enabled:
+        state_dict = trainer.accelerator.get_state_dict(trainer.deepspeed)
+
     if trainer.is_world_process_zero():
         final = trained
         if args.lora_r and args.merge_lora:
@@ -318,7 +324,7 @@ def main(argv=None) -> int:
         if not base.generation_config.do_sample:  # built from a config (greedy): the trained folder samples as the release did
             base.generation_config = release_generation_config(base.config)
         base.generation_config.update(**generation)
-        final.save_pretrained(output_dir)
+        final.save_pretrained(output_dir, state_dict=state_dict)
         if args.lora_r and not args.merge_lora:
             base.generation_config.save_pretrained(output_dir)
         processor.save_pretrained(output_dir)

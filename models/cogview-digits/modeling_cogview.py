@@ -8,6 +8,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
+from transformers.distributed.utils import is_dtensor
 from transformers.generation import ClassifierFreeGuidanceLogitsProcessor, GenerationConfig, GenerationMixin, LogitsProcessorList
 from transformers.generation.streamers import BaseStreamer
 from transformers.masking_utils import create_causal_mask
@@ -21,7 +22,7 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.import_utils import is_torchdynamo_compiling
 from transformers.utils.output_capturing import capture_outputs
 
-from .configuration_cogview import CogViewConfig, CogViewVQVAEConfig
+from .configuration_cogview import CogViewConfig
 
 from .generation_cogview import CogViewGuidanceTwins, CogViewLogitsProcessor, CogViewProgressStreamer
 from .modeling_cogview_vqvae import CogViewVQVAE
@@ -340,11 +341,22 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         if self.vqvae is not None:
             self.vqvae.requires_grad_(False)
 
+    @staticmethod
+    def _finalize_model_loading(model, load_config, loading_info):
+        loading_info = PreTrainedModel._finalize_model_loading(model, load_config, loading_info)
+        if getattr(model, "vqvae", None) is not None:  # the loader makes every floating-point parameter trainable
+            model.vqvae.requires_grad_(False)
+        return loading_info
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Also writes the code bundle (and names its pipelines in config.json), so the folder loads with
         `trust_remote_code=True` where this project is not installed."""
+        if type(self) is not CogViewForCausalLM and type(self).__name__ == f"FSDP{CogViewForCausalLM.__name__}":
+            # FSDP2 swaps in a generated subclass defined in torch's files: transformers would copy those and name
+            # that class in auto_map. The bundle below names the real class.
+            type(self)._auto_class = None
         result = super().save_pretrained(save_directory, *args, **kwargs)
-        write_remote_code(save_directory)
+        write_remote_code(save_directory, model_class=f"modeling_cogview.{CogViewForCausalLM.__name__}")
         return result
 
     @torch.no_grad()
@@ -562,6 +574,10 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
     def image_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """Full-width logits of which only the image ids are computed (the rest hold the dtype's lowest value, so
         sampling draws from the same distribution and the same random numbers as with the full head)."""
+        if is_dtensor(self.lm_head.weight):  # tensor parallel: the head is split over the vocabulary; use its gathered output
+            logits = self.lm_head(hidden_states)
+            is_image_id = torch.arange(logits.shape[-1], device=logits.device) < self.config.image_vocab_size
+            return logits.masked_fill(~is_image_id, torch.finfo(logits.dtype).min)
         image_logits = nn.functional.linear(hidden_states, self.lm_head.weight[: self.config.image_vocab_size])
         logits = image_logits.new_full((*image_logits.shape[:-1], self.config.vocab_size), torch.finfo(image_logits.dtype).min)
         logits[..., : self.config.image_vocab_size] = image_logits
