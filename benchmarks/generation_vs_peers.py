@@ -98,7 +98,6 @@ def variants(dtype: torch.dtype, compile_static: bool):
 
     table = {
         "ours (dynamic cache)": (lambda b: ours_generate(b), weight_bytes_per_step(ours, IMAGE_VOCAB)),
-        "ours (static cache)": (lambda b: ours_generate(b, cache_implementation="static"), weight_bytes_per_step(ours, IMAGE_VOCAB)),
         "ours + guidance 3 (dynamic)": (lambda b: ours_generate(b, guidance_scale=3.0), weight_bytes_per_step(ours, IMAGE_VOCAB)),
         "GPT-2 generate": (gpt2_generate, weight_bytes_per_step(gpt2, VOCAB)),
     }
@@ -150,7 +149,7 @@ def main():
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "copy_bandwidth_gb_per_s": round(bandwidth / 1e9, 1),
         "dims": {"layers": LAYERS, "hidden": HIDDEN, "heads": HEADS, "vocab": VOCAB, "image_tokens": GRID * GRID, "prompt": PROMPT},
-        "command": "python benchmarks/generation_vs_peers.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items() if k != "output"),
+        "command": "python benchmarks/generation_vs_peers.py" + (" --compile" if args.compile else "") + f" --rounds {args.rounds}",
         "results": rows,
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
