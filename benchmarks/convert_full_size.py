@@ -181,6 +181,7 @@ def main():
         converter_args = ["--checkpoint_path", str(work_dir / "cogview-base"), "--output_dir", str(output_dir), "--num_attention_heads",
                           str(args.heads), "--max_shard_size", args.max_shard_size, "--dtype", args.dtype]  # fmt: skip
         measured = run_converter(converter_args, work_dir / "converter.log", args.interval_ms / 1000)
+        measured["summary"] = measured["summary"].replace(str(output_dir), output_dir.name)  # no path of this machine
         shards = [{"name": f.name, "bytes": f.stat().st_size} for f in sorted(output_dir.glob("*.safetensors"))]
         if len(shards) > 1:
             spot_check(output_dir, model_file, args.layers, args.hidden)

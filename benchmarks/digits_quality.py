@@ -125,7 +125,7 @@ def main():
 
     result = {
         "benchmark": "digits_quality",
-        "model": str(args.model),
+        "model": Path(args.model).resolve().name,  # the folder's name, not a path of this machine
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "command": "python benchmarks/digits_quality.py",
         "samples_per_digit_per_language": args.samples,

@@ -455,13 +455,12 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         return generation_config
 
     def _default_new_tokens(self, input_ids: torch.LongTensor) -> int | None:
-        rules = CogViewLogitsProcessor(self.config)
-        filled = rules.image_tokens_so_far(input_ids)
+        _, filled, in_caption = CogViewLogitsProcessor(self.config).layout(input_ids)
         if bool((filled >= 0).all()):
             if len(set(filled.tolist())) != 1:
                 raise ValueError(f"the prompts have different numbers of image tokens already ({filled.tolist()}); pass max_new_tokens")
             return self.config.num_image_tokens - int(filled[0])
-        if bool(rules.in_caption(input_ids).all()):  # caption prompts, with or without text begun
+        if bool(in_caption.all()):  # caption prompts, with or without text begun
             return max(1, min(self.CAPTION_LENGTH, self.config.max_position_embeddings - input_ids.shape[1]))
         return None
 

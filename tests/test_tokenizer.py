@@ -127,3 +127,21 @@ def test_missing_model_file_is_a_clear_error(tmp_path):
         CogViewTokenizer(vocab_file=str(tmp_path / "nope.model"))
     with pytest.raises(FileNotFoundError, match="tokenizer.json or a SentencePiece"):
         CogViewTokenizerFast(vocab_file=str(tmp_path / "nope.model"))
+
+
+def test_saved_sentencepiece_model_names_no_folder_of_this_machine(tmp_path):
+    """The trainer records its input and output paths in the model; a saved (and so a shared) copy drops them."""
+    (tmp_path / "captions.txt").write_text("\n".join([f"a handwritten digit {d}" for d in range(10)] * 5))
+    spm.SentencePieceTrainer.train(
+        input=str(tmp_path / "captions.txt"), model_prefix=str(tmp_path / "sp"), vocab_size=30, hard_vocab_limit=False,
+        bos_id=-1, eos_id=-1, minloglevel=2,
+    )  # fmt: skip
+    assert str(tmp_path).encode() in (tmp_path / "sp.model").read_bytes()
+    for tokenizer_class in (CogViewTokenizer, CogViewTokenizerFast):
+        saved = tmp_path / tokenizer_class.__name__
+        tokenizer_class(vocab_file=str(tmp_path / "sp.model"), image_vocab_size=64).save_pretrained(saved)
+        assert str(tmp_path).encode() not in (saved / "tokenizer.model").read_bytes()
+        reloaded = tokenizer_class.from_pretrained(saved)
+        assert reloaded("a handwritten digit 7", add_special_tokens=False)["input_ids"] == [
+            i + 64 for i in spm.SentencePieceProcessor(model_file=str(tmp_path / "sp.model")).encode("a handwritten digit 7")
+        ]

@@ -53,30 +53,35 @@ class CogViewLogitsProcessor(LogitsProcessor):
         self.is_text_id = (vocab >= config.text_token_offset) & (vocab < config.command_token_offset)
         self.is_real = vocab < config.num_real_tokens
 
+    def layout(self, input_ids: torch.LongTensor) -> tuple[torch.LongTensor, torch.LongTensor, torch.BoolTensor]:
+        """Per row, each position searched once: the last [BOI] (or -1), the image tokens since it when it is still
+        open (else -1), and whether the row is in a caption (no open image, its last [ROI1] after its last [EOI1])."""
+        last_boi = last_position(input_ids, self.boi_ids)
+        filled = torch.where(last_boi > last_position(input_ids, self.eoi_ids), input_ids.shape[1] - 1 - last_boi, -1)
+        last_eoi1 = last_position(input_ids, self.eoi1)
+        in_caption = (filled < 0) & (last_eoi1 >= 0) & (last_position(input_ids, self.roi1) > last_eoi1)
+        return last_boi, filled, in_caption
+
     def image_tokens_so_far(self, input_ids: torch.LongTensor) -> torch.LongTensor:
         """Per row: image tokens since the last open [BOI], or -1 when no image is open."""
-        last_boi = last_position(input_ids, self.boi_ids)
-        open_image = last_boi > last_position(input_ids, self.eoi_ids)
-        return torch.where(open_image, input_ids.shape[1] - 1 - last_boi, -1)
+        return self.layout(input_ids)[1]
 
     def in_caption(self, input_ids: torch.LongTensor) -> torch.BoolTensor:
         """Per row: no open image and the last [ROI1] comes after the last [EOI1]."""
-        last_eoi = last_position(input_ids, self.eoi1)
-        no_open_image = self.image_tokens_so_far(input_ids) < 0
-        return no_open_image & (last_eoi >= 0) & (last_position(input_ids, self.roi1) > last_eoi)
+        return self.layout(input_ids)[2]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         device = scores.device
         is_image_id, is_text_id, is_real = (m.to(device) for m in (self.is_image_id, self.is_text_id, self.is_real))
-        filled = self.image_tokens_so_far(input_ids)
+        last_boi, filled, in_caption = self.layout(input_ids)
         in_image = (filled >= 0) & (filled < self.grid_tokens)
         image_full = filled >= self.grid_tokens
-        last_boi = last_position(input_ids, self.boi_ids).clamp_min(0)
+        last_boi = last_boi.clamp_min(0)
         opened_with = input_ids.gather(1, last_boi[:, None]).squeeze(1) if input_ids.shape[1] else last_boi
         closing = torch.where(opened_with == self.boi2, self.eoi2, int(self.eoi1))
 
         allowed = torch.where(in_image[:, None], is_image_id, is_real & ~is_image_id)
-        allowed = torch.where(self.in_caption(input_ids)[:, None], is_text_id, allowed)
+        allowed = torch.where(in_caption[:, None], is_text_id, allowed)
         allowed = torch.where(image_full[:, None], torch.arange(scores.shape[-1], device=device) == closing[:, None], allowed)
         return scores.masked_fill(~allowed, -float("inf"))
 

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import re
-import shutil
 
 import numpy as np
 import PIL.Image
@@ -130,9 +129,22 @@ class CogViewTokenizer(SkipImageTokensMixin, PreTrainedTokenizer):
 
     def save_vocabulary(self, save_directory: str, filename_prefix: str | None = None) -> tuple[str]:
         out_file = os.path.join(save_directory, (filename_prefix + "-" if filename_prefix else "") + VOCAB_FILES_NAMES["vocab_file"])
-        if os.path.abspath(self.vocab_file) != os.path.abspath(out_file):
-            shutil.copyfile(self.vocab_file, out_file)
+        save_sentencepiece_model(self.vocab_file, out_file)
         return (out_file,)
+
+
+def save_sentencepiece_model(source: str, target: str):
+    """Copy a SentencePiece model without the trainer's input and output paths (folders of the machine that trained
+    it, which must not travel with a shared model); the pieces and the normalizer, all that encoding reads, are kept."""
+    from transformers.convert_slow_tokenizer import import_protobuf
+
+    proto = import_protobuf().ModelProto()
+    with open(source, "rb") as f:
+        proto.ParseFromString(f.read())
+    del proto.trainer_spec.input[:]
+    proto.trainer_spec.ClearField("model_prefix")
+    with open(target, "wb") as f:
+        f.write(proto.SerializeToString())
 
 
 def build_fast_backend(vocab_file: str, image_vocab_size: int) -> Tokenizer:
@@ -213,8 +225,7 @@ class CogViewTokenizerFast(SkipImageTokensMixin, TokenizersBackend):
         # keep the SentencePiece model beside tokenizer.json so the slow tokenizer loads from the same folder
         if self.vocab_file and os.path.isfile(self.vocab_file):
             out_file = os.path.join(str(save_directory), (filename_prefix + "-" if filename_prefix else "") + VOCAB_FILES_NAMES["vocab_file"])
-            if os.path.abspath(self.vocab_file) != os.path.abspath(out_file):
-                shutil.copyfile(self.vocab_file, out_file)
+            save_sentencepiece_model(self.vocab_file, out_file)
             file_names = file_names + (out_file,)
         return super()._save_pretrained(save_directory, file_names, legacy_format, filename_prefix)
 
