@@ -23,8 +23,8 @@ DEFAULT_TAGS = ["cogview", "text-to-image", "image-captioning", "vq-vae"]
 SAMPLING_KEYS = ("do_sample", "top_k", "temperature", "guidance_scale", "rerank_candidates", "max_new_tokens")
 INTRO = "A CogView model"  # the template's first paragraph: rendered anew, never carried over
 
-# Absolute paths of a machine (a temp folder, a home): they mean nothing elsewhere and tell about the machine. URLs
-# (`https://host/home/...`) and relative paths do not match.
+# Absolute paths of a machine (a temp folder, a home): they mean nothing elsewhere and tell about the machine. A path
+# inside a URL and relative paths do not match.
 MACHINE_PATH = re.compile(
     r"(?<![\w:/.~-])/(?:tmp|root|home|work|Users|mnt|scratch|private/var|var/folders)/[^\s\"'`)\],]*"
     r"|\b[A-Za-z]:\\{1,2}Users\\{1,2}[^\s\"'`]*"
