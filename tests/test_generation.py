@@ -282,6 +282,43 @@ def test_image_rows_head_samples_the_same_ids_as_the_full_head(model_and_process
         assert torch.equal(narrow, full)
 
 
+def test_sampling_inside_an_image_runs_over_the_image_columns_only(model_and_processor):
+    from unittest import mock
+
+    from transformers import LogitsProcessor, TopKLogitsWarper
+
+    class Identity(LogitsProcessor):  # a caller's processor after the rules: it may index by id, so the full width
+        def __call__(self, input_ids, scores):
+            return scores
+
+    model, processor = model_and_processor
+    inputs = processor(text=PROMPTS)
+    seen = []
+    top_k = TopKLogitsWarper.__call__
+
+    def recording(warper, input_ids, scores):
+        seen.append(scores.clone())
+        return top_k(warper, input_ids, scores)
+
+    with mock.patch.object(TopKLogitsWarper, "__call__", recording):
+        for guidance in (None, 3.0):
+            seen.clear()
+            narrow = model.generate(**inputs, guidance_scale=guidance, do_sample=True, top_k=5, temperature=1e-4)
+            narrow_scores = seen[:]
+            assert len(narrow_scores) == 16 and all(s.shape == (2, 64) for s in narrow_scores)
+            seen.clear()
+            full = model.generate(**inputs, guidance_scale=guidance, do_sample=True, top_k=5, temperature=1e-4, logits_processor=[Identity()])
+            assert all(s.shape == (2, model.config.vocab_size) for s in seen)
+            assert torch.equal(narrow, full)  # near-greedy: the same ids from the same scores
+            assert torch.allclose(narrow_scores[0], seen[0][:, :64]) and bool(torch.isinf(seen[0][:, 64:]).all())
+        seen.clear()  # a caption is outside any image: the full width
+        image = PIL.Image.new("RGB", (16, 16), (10, 200, 30))
+        model.generate(**processor(images=image), do_sample=True, top_k=5, max_new_tokens=3)
+        assert [s.shape[-1] for s in seen] == [model.config.vocab_size] * 3
+    greedy = model.generate(**inputs, do_sample=False)
+    assert torch.equal(greedy, model.generate(**inputs, do_sample=False, logits_processor=[Identity()]))
+
+
 def test_compiled_static_cache_generation_has_no_graph_break_and_equals_eager(model_and_processor):
     from transformers import CompileConfig
 
