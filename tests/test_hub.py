@@ -178,15 +178,16 @@ def test_card_carries_metadata_quality_usage_and_a_sample_picture(hub, pushed):
     assert data.language == ["en", "zh"] and "cogview" in data.tags
     assert data.widget == [{"text": "a handwritten digit 7"}]  # the folder card's example prompt drew the samples
     results = {(r.metric_config, r.metric_name): r.metric_value for r in data.eval_results}
-    assert results[("model defaults (top_k 16, temperature 0.8, guidance 1.0, self-reranking best of 16)", "digit accuracy (en prompts)")] == 0.985
+    setting, by_language = next(iter(json.loads(QUALITY.read_text())["conditional_accuracy"].items()))  # the default pipeline
+    assert results[(setting, "digit accuracy (en prompts)")] == by_language["en"]["accuracy"]
     assert {r.task_type for r in data.eval_results} == {"text-to-image"}
     text = card.text
     assert "![Samples drawn by this model](samples.png)" in text
     assert f'AutoModelForCausalLM.from_pretrained("{REPO}", trust_remote_code=True)' in text
     assert f'pipeline("text-to-image", model="{REPO}", trust_remote_code=True)' in text
     assert "DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)" in text
-    assert "Trained on 4,500 real handwritten digits" in text and "Data: 9000 rows" in text
-    assert "| model defaults (top_k 16, temperature 0.8, guidance 1.0, self-reranking best of 16) | digit accuracy (en prompts) | 0.985 |" in text
+    assert "Trained on 4,500 real handwritten digits" in text and "Data: 27000 rows" in text
+    assert f"| {setting} | digit accuracy (en prompts) | {by_language['en']['accuracy']} |" in text
     picture = PIL.Image.open(io.BytesIO(files["samples.png"]))
     assert picture.size == (8 * 96 + 7 * 2, 96)  # eight 32 px digits, enlarged to 96 px
     low, high = picture.convert("L").getextrema()
@@ -269,7 +270,8 @@ def test_loads_by_repo_id_without_the_package(hub, pushed, lora_pushed, with_pac
     torch.testing.assert_close(torch.tensor(result["logits"]), torch.tensor(probe_logits(local)))
     assert result["drawn"] == [[32, 32]] * 2 and result["pipeline"] == [[32, 32]] * 2
     assert result["diffusers"] == ["CogViewPipeline", "CogViewForCausalLM", [32, 32]]
-    assert result["diffusers_sampling"] == [16, 16]  # the generation defaults came along
+    defaults = json.loads((BUNDLED / "generation_config.json").read_text())
+    assert result["diffusers_sampling"] == [defaults["top_k"], defaults["rerank_candidates"]]  # the generation defaults came along
     assert result["adapter"] == "PeftModelForCausalLM"
 
 

@@ -107,7 +107,7 @@ def scratch_run(tokenized, vqvae_dir, tmp_path_factory):
     output = tmp_path_factory.mktemp("scratch")
     assert script("train")(["--dataset", str(tokenized[0] / "dataset"), "--vqvae", str(vqvae_dir), "--tokenizer", SP_MODEL,
                             "--output_dir", str(output), "--max_steps", "40", "--save_steps", "40", "--learning_rate", "3e-3",
-                            "--gen_top_k", "7", *TINY]) == 0  # fmt: skip
+                            "--gen_top_k", "7", "--gen_rerank_candidates", "3", *TINY]) == 0  # fmt: skip
     return output
 
 
@@ -115,7 +115,7 @@ def test_training_from_scratch_lowers_the_loss_and_writes_a_usable_folder(scratc
     losses = log_losses(scratch_run)
     assert losses[-1] < 0.8 * losses[0], losses
     model = CogViewForCausalLM.from_pretrained(scratch_run)
-    assert model.generation_config.top_k == 7
+    assert model.generation_config.top_k == 7 and model.generation_config.rerank_candidates == 3
     card = (scratch_run / "README.md").read_text()
     assert "pipeline_tag: text-to-image" in card and "1 x 32 x 2" in card
     from transformers import pipeline
@@ -173,3 +173,24 @@ def test_collator_layouts_and_caption_dropout(scratch_run):
     both = collator_class(processor, ["text-to-image", "image-to-text"], seed=1)([row] * 8)
     firsts = set(both["input_ids"][:, 0].tolist())
     assert firsts == {roi, base} and torch.equal(both["labels"][both["attention_mask"] == 1], both["input_ids"][both["attention_mask"] == 1])
+
+
+def test_prepare_digits_writes_both_sources_with_a_held_out_split_and_augmented_copies(tmp_path):
+    import sentencepiece
+
+    script("prepare_digits")(["--source", "sklearn", "--test_per_class", "3", "--output_dir", str(tmp_path / "sk")])
+    rows = [json.loads(line) for line in (tmp_path / "sk" / "metadata.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 2 * 1797 and sum(r["split"] == "test" for r in rows) == 2 * 30
+    blocky = np.asarray(PIL.Image.open(tmp_path / "sk" / rows[0]["file_name"]))
+    assert blocky.shape == (32, 32) and np.array_equal(blocky, blocky[::4, ::4].repeat(4, 0).repeat(4, 1))  # 4x4 blocks
+    pieces = sentencepiece.SentencePieceProcessor(model_file=str(tmp_path / "sk" / "tokenizer.model"))
+    assert pieces.encode("a handwritten digit 7", out_type=str) == ["▁a", "▁handwritten", "▁digit", "▁", "7"]
+
+    script("prepare_digits")(["--augment_copies", "1", "--test_per_class", "50", "--output_dir", str(tmp_path / "mnist")])
+    rows = [json.loads(line) for line in (tmp_path / "mnist" / "metadata.jsonl").read_text(encoding="utf-8").splitlines()]
+    copies = [r for r in rows if r["file_name"].startswith("augmented/")]
+    assert len(copies) == 2 * 4500 and all(r["split"] == "train" for r in copies)  # held-out digits are never augmented
+    original = np.asarray(PIL.Image.open(tmp_path / "mnist" / "images" / (copies[0]["file_name"][10:15] + ".png")), np.float32)
+    copy = np.asarray(PIL.Image.open(tmp_path / "mnist" / copies[0]["file_name"]), np.float32)
+    assert copy.shape == (28, 28) and np.abs(copy - original).mean() > 0  # moved
+    assert 0.6 < copy.sum() / original.sum() < 1.4  # about the same ink: a digit scaled by 0.9-1.1, not lost or doubled

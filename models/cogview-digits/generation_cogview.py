@@ -6,7 +6,18 @@ from collections.abc import Callable
 import torch
 from torch import nn
 from transformers.generation import GenerationConfig
-from transformers.generation.logits_process import LogitsProcessor
+from transformers.generation.logits_process import (
+    EpsilonLogitsWarper,
+    EtaLogitsWarper,
+    LogitNormalization,
+    LogitsProcessor,
+    MinPLogitsWarper,
+    TemperatureLogitsWarper,
+    TopHLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+    TypicalLogitsWarper,
+)
 from transformers.generation.streamers import BaseStreamer
 
 from .configuration_cogview import CogViewConfig
@@ -38,9 +49,22 @@ class CogViewLogitsProcessor(LogitsProcessor):
     - in a caption (the last `[ROI1]` comes after the last `[EOI1]`): only text ids;
     - otherwise (writing text before an image): no image ids.
     Ids past the command tokens (the embedding's padding rows) are never allowed. Runs before top-k, so top-k
-    ranks only allowed ids."""
+    ranks only allowed ids.
 
-    def __init__(self, config: CogViewConfig):
+    With `image_grid_end` (the sequence length at which every row's open image is full), steps before it return
+    only the image columns: image ids are `[0, image_vocab_size)`, so the column a sampler picks is the id, and
+    top-k, softmax and sampling run over 8,192 columns instead of 58,240. The distribution is the same (the other
+    columns would be -inf); the random draws differ from sampling the full width. Only for processors after it that
+    read scores by value, not by id (`WIDTH_AGNOSTIC`)."""
+
+    WIDTH_AGNOSTIC = (
+        TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper, MinPLogitsWarper, TypicalLogitsWarper,
+        EpsilonLogitsWarper, EtaLogitsWarper, TopHLogitsWarper, LogitNormalization,
+    )  # fmt: skip
+
+    def __init__(self, config: CogViewConfig, image_grid_end: int | None = None):
+        self.image_grid_end = image_grid_end
+        self.image_vocab_size = config.image_vocab_size
         self.grid_tokens = config.num_image_tokens
         token = config.command_token_id
         self.boi_ids = torch.tensor([token("[BOI1]"), token("[BOI2]")], device="cpu")
@@ -71,6 +95,8 @@ class CogViewLogitsProcessor(LogitsProcessor):
         return self.layout(input_ids)[2]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.image_grid_end is not None and input_ids.shape[1] < self.image_grid_end:
+            return scores[:, : self.image_vocab_size]  # every row is inside its image: only image ids are allowed
         device = scores.device
         is_image_id, is_text_id, is_real = (m.to(device) for m in (self.is_image_id, self.is_text_id, self.is_real))
         last_boi, filled, in_caption = self.layout(input_ids)

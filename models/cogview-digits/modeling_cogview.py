@@ -9,7 +9,7 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.distributed.utils import is_dtensor
-from transformers.generation import ClassifierFreeGuidanceLogitsProcessor, GenerationConfig, GenerationMixin, LogitsProcessorList
+from transformers.generation import ClassifierFreeGuidanceLogitsProcessor, GenerationConfig, GenerationMixin, GenerationMode, LogitsProcessorList
 from transformers.generation.streamers import BaseStreamer
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -473,13 +473,28 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         return super()._prepare_cache_for_generation(generation_config, model_kwargs, generation_mode, batch_size, max_cache_length)
 
     def _get_logits_processor(self, generation_config, *args, logits_processor=None, model_kwargs=None, **kwargs):
-        """CogView's rules before top-k (unless the caller brings their own instance), and guidance before all."""
+        """CogView's rules before top-k (unless the caller brings their own instance), and guidance before all. While
+        every row fills an image, the rules hand on only the image columns (see `CogViewLogitsProcessor`), when what
+        follows them reads scores by value and nothing keeps the scores (`output_scores`) or needs the full width
+        (beams, assisted decoding)."""
         logits_processor = LogitsProcessorList(logits_processor or [])
+        rules = None
         if not any(isinstance(p, CogViewLogitsProcessor) for p in logits_processor):
-            logits_processor.insert(0, CogViewLogitsProcessor(self.config))
+            rules = CogViewLogitsProcessor(self.config)
+            logits_processor.insert(0, rules)
         processors = super()._get_logits_processor(generation_config, *args, logits_processor=logits_processor, model_kwargs=model_kwargs, **kwargs)
-        if (model_kwargs or {}).get("guidance_scale") is not None:
+        model_kwargs = model_kwargs or {}
+        if model_kwargs.get("guidance_scale") is not None:
             processors.insert(0, ClassifierFreeGuidanceLogitsProcessor(model_kwargs["guidance_scale"]))
+        narrow = (
+            rules is not None
+            and model_kwargs.get("image_grid_end") is not None
+            and generation_config.get_generation_mode() in (GenerationMode.SAMPLE, GenerationMode.GREEDY_SEARCH)
+            and not (generation_config.return_dict_in_generate and generation_config.output_scores)
+            and all(isinstance(p, CogViewLogitsProcessor.WIDTH_AGNOSTIC) for p in processors[processors.index(rules) + 1 :])
+        )
+        if narrow:
+            rules.image_grid_end = model_kwargs["image_grid_end"]
         return processors
 
     def prepare_inputs_for_generation(
