@@ -1,8 +1,11 @@
 """generate with CogView's rules: valid ids in every mode, cache/batch/CFG equivalences, completion, streaming."""
 
+import copy
+
 import PIL.Image
 import pytest
 import torch
+from torch import nn
 
 from modeling_cogview import CogViewForCausalLM
 from modeling_cogview.generation_cogview import CogViewGuidanceTwins, CogViewLogitsProcessor
@@ -280,6 +283,19 @@ def test_image_rows_head_samples_the_same_ids_as_the_full_head(model_and_process
             torch.manual_seed(5)
             full = model.generate(**inputs, num_return_sequences=2, guidance_scale=guidance, top_k=None)
         assert torch.equal(narrow, full)
+
+
+def test_image_rows_head_keeps_a_lora_on_the_head(model_and_processor):
+    from peft import LoraConfig, get_peft_model
+
+    model, processor = model_and_processor
+    adapted = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, target_modules=["lm_head"], init_lora_weights=False)).eval()
+    hidden = torch.randn(2, 3, model.config.hidden_size)
+    head = adapted.base_model.model
+    full = head.lm_head(hidden)
+    assert not torch.allclose(full, nn.functional.linear(hidden, head.lm_head.weight))  # the LoRA changes the head
+    image_ids = model.config.image_vocab_size
+    torch.testing.assert_close(head.image_logits(hidden)[..., :image_ids], full[..., :image_ids])
 
 
 def test_sampling_inside_an_image_runs_over_the_image_columns_only(model_and_processor):

@@ -588,7 +588,9 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
     def image_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """Full-width logits of which only the image ids are computed (the rest hold the dtype's lowest value, so
         sampling draws from the same distribution and the same random numbers as with the full head)."""
-        if is_dtensor(self.lm_head.weight):  # tensor parallel: the head is split over the vocabulary; use its gathered output
+        # Tensor parallel splits the head over the vocabulary, and a wrapped head (a PEFT LoRA on lm_head) adds more
+        # than its weight: both use the head's own output.
+        if is_dtensor(self.lm_head.weight) or type(self.lm_head) is not nn.Linear:
             logits = self.lm_head(hidden_states)
             is_image_id = torch.arange(logits.shape[-1], device=logits.device) < self.config.image_vocab_size
             return logits.masked_fill(~is_image_id, torch.finfo(logits.dtype).min)
