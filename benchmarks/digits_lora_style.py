@@ -62,7 +62,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(ROOT / "models" / "cogview-digits"))
     parser.add_argument("--adapter", default=str(ROOT / "models" / "cogview-digits-lora-sklearn"))
-    parser.add_argument("--samples", type=int, default=20, help="images per digit per language")
+    parser.add_argument("--samples", type=int, default=50, help="images per digit per language")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output_dir", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--picture", default=str(ROOT / "docs" / "digits_lora.png"), help="base and adapter side by side")
