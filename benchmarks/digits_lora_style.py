@@ -9,7 +9,7 @@ trained only on real digits (never on generated images):
 
 With the model's generation_config defaults, for "a handwritten digit D" and "手写数字D": one sample per image, and
 the default pipeline's self-reranking (best of the config's rerank_candidates, scored by the model being judged).
-Writes a JSON result and a picture of base and adapter side by side (one sample each, one row per digit)."""
+Writes a JSON result and a picture of base and adapter side by side (the default pipeline's draws, one row per digit)."""
 
 import argparse
 import json
@@ -97,7 +97,7 @@ def main():
     rerank = getattr(base.generation_config, "rerank_candidates", None) or 1
     by_setting = {(name, candidates): samples(model, processor, args.samples, args.seed, candidates)
              for name, model in (("without_adapter", base), ("with_adapter", adapted)) for candidates in (1, rerank)}  # fmt: skip
-    base_samples, adapter_samples = by_setting["without_adapter", 1], by_setting["with_adapter", 1]
+    base_samples, adapter_samples = by_setting["without_adapter", rerank], by_setting["with_adapter", rerank]  # what the pipeline draws
 
     def rates(drawn: dict) -> dict:
         result = {}

@@ -7,6 +7,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from transformers import pipeline
 
 from modeling_cogview import CogViewForCausalLM
 from modeling_cogview.remote_code import BUNDLE_FILES, bundle_text
@@ -92,3 +93,7 @@ def test_bundled_lora_adapter_draws_blocky_digits_loaded_either_way(real_style_c
     with_loader = CogViewForCausalLM.from_pretrained(BUNDLED).eval()
     with_loader.load_adapter(str(ADAPTER))  # transformers' own PEFT integration: the same adapter, the same samples
     assert [np.asarray(i).tolist() for i in draw(with_loader, processor, 0)] == [np.asarray(i).tolist() for i in images]
+    # the README's route: the text-to-image pipeline (self-reranking) over the PEFT model
+    drawn = pipeline("text-to-image", model=adapted, processor=processor)(["手写数字4", "a handwritten digit 7"], num_images_per_prompt=2, seed=0, progress_bar=False)
+    piped = [output["image"] for outputs in drawn for output in outputs]
+    assert len(piped) == 4 and real_style_classifier.predict(style_features(piped)).sum() >= 3
