@@ -70,7 +70,7 @@ def pipeline_images(pipe, prompt: str, count: int):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(ROOT / "models" / "cogview-digits"))
-    parser.add_argument("--samples", type=int, default=50, help="images per digit per language (500 per language: a binomial spread of standard error of 1.3 points at 90%%)")
+    parser.add_argument("--samples", type=int, default=50, help="images per digit per language (500 per language: a standard error of 1.3 points at 90%%)")
     parser.add_argument("--seed", type=int, default=0, help="sampling defaults were chosen on seed 1: report on another")
     parser.add_argument("--output_dir", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args()

@@ -288,7 +288,7 @@ def test_image_rows_head_samples_the_same_ids_as_the_full_head(model_and_process
 def test_image_rows_head_keeps_a_lora_on_the_head(model_and_processor):
     from peft import LoraConfig, get_peft_model
 
-    model, processor = model_and_processor
+    model, _ = model_and_processor
     adapted = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, target_modules=["lm_head"], init_lora_weights=False)).eval()
     hidden = torch.randn(2, 3, model.config.hidden_size)
     head = adapted.base_model.model
