@@ -102,32 +102,32 @@ class CogViewPipeline(DiffusionPipeline):
         scoring_chunk_size: int = 8,
         return_dict: bool = True,
     ):
-        """`generator` makes sampling reproducible: its seed seeds the sampling (on a forked RNG).
-        `rerank_candidates=N` keeps the best of N samples per image by the model's self-reranking (default: its
-        generation_config `rerank_candidates`, else 1), scoring `scoring_chunk_size` candidates at a time. Inputs go
-        to `_execution_device`, so `enable_model_cpu_offload()` works."""
+        """Draws through the model's one drawing call, `generate(generation_mode="image")`: an option left None takes
+        the model's generation_config default (guidance, top-k, temperature, `rerank_candidates`: the best of N samples
+        per image by self-reranking). `generator` makes sampling reproducible: its seed seeds the sampling on a forked
+        random state. Inputs go to `_execution_device`, so `enable_model_cpu_offload()` works."""
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
-        inputs = self.processor(text=prompt).to(self._execution_device)
-        generate_kwargs = {k: v for k, v in (("top_k", top_k), ("temperature", temperature)) if v is not None}
-        candidates = rerank_candidates or getattr(self.transformer.generation_config, "rerank_candidates", None) or 1
-        with torch.random.fork_rng(devices=[]):
+        device = self._execution_device
+        inputs = self.processor(text=prompt).to(device)
+        accelerator = {} if device.type == "cpu" else {"device_type": device.type}
+        with torch.random.fork_rng(devices=[device.index or 0] if accelerator else [], enabled=generator is not None, **accelerator):
             if generator is not None:
                 torch.manual_seed(generator.initial_seed())
-            sequences = self.transformer.generate(
+            image_tokens = self.transformer.generate(
                 **inputs,
-                num_return_sequences=num_images_per_prompt * candidates,
+                generation_mode="image",
+                num_return_sequences=num_images_per_prompt,
                 guidance_scale=guidance_scale,
+                top_k=top_k,
+                temperature=temperature,
+                rerank_candidates=rerank_candidates,
+                scoring_chunk_size=scoring_chunk_size,
                 progress_bar=progress_bar,
                 preview_callback=preview_callback,
-                **generate_kwargs,
             )
-        sequences = self.transformer.best_of(sequences, candidates, chunk_size=scoring_chunk_size)
-        pixels = self.transformer.decode_image_tokens(sequences[:, -self.transformer.config.num_image_tokens :])
-        if output_type == "pt":
-            images = pixels
-        else:
-            images = self.processor.postprocess(pixels, output_type=output_type)
+        pixels = self.transformer.decode_image_tokens(image_tokens)
+        images = pixels if output_type == "pt" else self.processor.postprocess(pixels, output_type=output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images,)

@@ -1,48 +1,9 @@
 #!/usr/bin/env python
-"""Caption images with a CogView model (image -> text, the release's caption layout). Prints one line per caption."""
+"""Caption images with a CogView model: `cogview_tools.cli.caption`, also installed as the console script `cogview-caption`. See --help."""
 
-import argparse
 import sys
-from pathlib import Path
 
-import torch
-
-from modeling_cogview.hardware import add_hardware_arguments, load_model_and_processor
-from modeling_cogview.image_folder import open_image
-
-
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "cogview-digits"
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="model folder (default: the bundled digits model)")
-    parser.add_argument("--image", nargs="+", required=True, help="image file(s)")
-    parser.add_argument("--num_captions", type=int, default=1, help="sampled captions per image")
-    parser.add_argument("--max_new_tokens", type=int, default=None, help="default: 20, as the release")
-    parser.add_argument("--greedy", action="store_true", help="the most likely caption instead of sampling")
-    parser.add_argument("--seed", type=int, default=0)
-    add_hardware_arguments(parser)
-    args = parser.parse_args(argv)
-
-    images = [open_image(path) for path in args.image]
-    if unreadable := [path for path, image in zip(args.image, images) if image is None]:
-        print(f"error: cannot read image(s): {', '.join(unreadable)}", file=sys.stderr)
-        return 2
-    try:
-        model, processor = load_model_and_processor(args.model, args)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    torch.manual_seed(args.seed)
-    options = {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {}
-    if args.greedy:
-        options["do_sample"] = False
-    for path, image in zip(args.image, images):
-        sequences = model.generate(**processor(images=image).to(model.device), num_return_sequences=args.num_captions, progress_bar=False, **options)
-        for sequence in sequences:
-            print(f"{path}\t{processor.decode_caption(sequence)}")
-    return 0
+from cogview_tools.cli.caption import main
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""Convert an original CogView (or SwissArmyTransformer) checkpoint to a transformers folder. See --help."""
+"""Convert an original CogView (or SwissArmyTransformer) checkpoint to a transformers folder: `cogview_tools.cli.convert`, also installed as the console script `cogview-convert`. See --help."""
 
 import sys
 
-from modeling_cogview.convert_cogview_checkpoint import main
+from cogview_tools.cli.convert import main
 
 
 if __name__ == "__main__":

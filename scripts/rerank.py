@@ -1,47 +1,10 @@
 #!/usr/bin/env python
-"""Self-reranking (CogView §6.3): score images by the model's log-likelihood of the prompt as their caption.
-Prints `score<TAB>path`, best first."""
+"""Score images by how well a CogView model captions them with a prompt (self-reranking): `cogview_tools.cli.rerank`, also installed as the console script `cogview-rerank`. See --help."""
 
-import argparse
 import sys
-from pathlib import Path
 
-import torch
-
-from modeling_cogview.hardware import add_hardware_arguments, load_model_and_processor
-from modeling_cogview.image_folder import open_image
-
-
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "cogview-digits"
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="model folder (default: the bundled digits model)")
-    parser.add_argument("--prompt", required=True, help="the text the images should show")
-    parser.add_argument("--images", nargs="+", required=True, help="candidate image files")
-    parser.add_argument("--batch_size", type=int, default=8, help="images scored at once")
-    add_hardware_arguments(parser)
-    args = parser.parse_args(argv)
-
-    images = [open_image(path) for path in args.images]
-    if unreadable := [path for path, image in zip(args.images, images) if image is None]:
-        print(f"error: cannot read image(s): {', '.join(unreadable)}", file=sys.stderr)
-        return 2
-    try:
-        model, processor = load_model_and_processor(args.model, args)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    scores = []
-    for start in range(0, len(images), args.batch_size):
-        chunk = images[start : start + args.batch_size]
-        scores += model.caption_scores(**processor(images=chunk, text=[args.prompt] * len(chunk)).to(model.device)).tolist()
-    for score, path in sorted(zip(scores, args.images), key=lambda pair: -pair[0]):
-        print(f"{score:.4f}\t{path}")
-    return 0
+from cogview_tools.cli.rerank import main
 
 
 if __name__ == "__main__":
-    torch.set_grad_enabled(False)
     sys.exit(main())

@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +21,23 @@ import sys
 for name in ("configuration_cogview", "processing_cogview", "modeling_cogview"):
     sys.modules[name] = None
 """
+
+
+RUN_SLOW = os.environ.get("RUN_SLOW", "").lower() in ("1", "true", "yes")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: multi-process, browser, Hub, install and full-width tests (RUN_SLOW=1 or -m slow runs them)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """transformers' convention: slow tests run with RUN_SLOW=1 (as .ci/run does) or when `-m` names them."""
+    if RUN_SLOW or "slow" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: RUN_SLOW=1 runs it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 def tiny_config(**overrides) -> CogViewConfig:

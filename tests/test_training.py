@@ -1,8 +1,13 @@
 """The training tools on tiny real computation: VQ-VAE training, tokenization (corrupt files, resume), Trainer from
 scratch and with LoRA, resuming, and `accelerate launch` with two CPU processes."""
 
-import importlib.util
+import importlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +25,8 @@ SP_MODEL = str(GOLDEN / "tokenizer" / "cog-pretrain.model")
 
 
 def script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    """The `main` of a command-line program (what `scripts/NAME.py` and its console script run)."""
+    return importlib.import_module(f"cogview_tools.cli.{name}").main
 
 
 @pytest.fixture(scope="module")
@@ -68,27 +71,30 @@ def test_vqvae_training_reports_and_loads(vqvae_dir):
 def tokenized(image_folder, vqvae_dir, tmp_path_factory):
     output = tmp_path_factory.mktemp("tokenized")
     args = ["--images_dir", str(image_folder), "--vqvae", str(vqvae_dir), "--tokenizer", SP_MODEL, "--output_dir", str(output),
-            "--batch_size", "4", "--shard_size", "7"]  # fmt: skip
+            "--batch_size", "4", "--num_proc", "2"]  # fmt: skip
     assert script("tokenize_dataset")(args) == 0
     return output, args
 
 
-def test_tokenize_skips_bad_images_and_resumes(tokenized):
+def test_tokenize_skips_bad_images_and_a_rerun_redoes_only_unfinished_parts(tokenized, caplog):
     output, args = tokenized
     summary = json.loads((output / "tokenize_summary.json").read_text())
     assert summary == {"rows": 16, "skipped": 2, "image_tokens": 16}
     data = load_from_disk(output / "dataset")
-    assert data.column_names == ["codes", "text_ids", "text", "split"]
+    assert sorted(data.column_names) == ["codes", "split", "text", "text_ids"]
     assert all(len(codes) == 16 and max(codes) < 32 for codes in data["codes"])
+    assert data["text"] == [f"一只猫 {i % 3}" for i in range(16)]  # the metadata's order, the bad images left out
     import sentencepiece
 
     pieces = sentencepiece.SentencePieceProcessor(model_file=SP_MODEL).encode(data[0]["text"])
     assert data[0]["text_ids"] == [piece + 32 for piece in pieces]  # after the 32 image codes
-    # a second run finds every shard done and writes the same data
-    shards = sorted(p.name for p in (output / "shards").iterdir())
-    assert shards == ["00000", "00001", "00002"]
-    (output / "shards" / "00001" / "skipped.json").unlink()  # as if interrupted in shard 1
-    assert script("tokenize_dataset")(args) == 0
+    # each process kept its finished part; a rerun after losing one part redoes that part only
+    parts = sorted((output / "cache").glob("tokenized_*_of_00002.arrow"))
+    assert len(parts) == 2
+    parts[1].unlink()  # as if interrupted before the second process finished
+    with caplog.at_level("INFO", logger="datasets"):
+        assert script("tokenize_dataset")(args) == 0
+    assert "Reprocessing 1/2 shards" in caplog.text
     again = load_from_disk(output / "dataset")
     assert again["codes"] == data["codes"] and again["text_ids"] == data["text_ids"]
     assert json.loads((output / "tokenize_summary.json").read_text())["skipped"] == 2
@@ -161,18 +167,63 @@ def test_training_resumes_from_its_last_checkpoint(tokenized, vqvae_dir, tmp_pat
     assert state["global_step"] == 15 and [e["step"] for e in state["log_history"] if "loss" in e] == [5, 10, 15]
 
 
-def test_collator_layouts_and_caption_dropout(scratch_run):
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(run_dir / "model.safetensors")
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_way_and_resumed_ends_with_the_straight_runs_weights(tokenized, vqvae_dir, tmp_path):
+    """Task mixing and caption dropout on, several epochs: SIGKILL after the second checkpoint, then the same command
+    again, ends exactly where the uninterrupted run ends."""
+    def command(output: Path) -> list[str]:
+        return [sys.executable, "-m", "cogview_tools.cli.train", "--dataset", str(tokenized[0] / "dataset"), "--vqvae",
+                str(vqvae_dir), "--tokenizer", SP_MODEL, "--output_dir", str(output), "--tasks", "text-to-image,image-to-text",
+                "--text_dropout", "0.2", "--max_steps", "14", "--save_steps", "4", "--save_total_limit", "5",
+                "--learning_rate", "3e-3", *TINY]  # fmt: skip
+
+    straight = subprocess.run(command(tmp_path / "straight"), capture_output=True, text=True, timeout=600)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    killed = subprocess.Popen(command(tmp_path / "resumed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    second = tmp_path / "resumed" / "checkpoint-8" / "trainer_state.json"
+    deadline = time.monotonic() + 300
+    while not second.is_file() and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert second.is_file() and not (tmp_path / "resumed" / "model.safetensors").exists()  # killed mid-way
+    resumed = subprocess.run(command(tmp_path / "resumed"), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout
+    expected, got = final_weights(tmp_path / "straight"), final_weights(tmp_path / "resumed")
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[name], got[name]) for name in expected)
+
+
+def test_collator_layouts_caption_dropout_and_draws_that_a_resume_repeats(scratch_run):
+    from cogview_tools.training import DataCollatorForCogView
     from processing_cogview import CogViewProcessor
 
-    collator_class = script("train").__globals__["CogViewCollator"]
     processor = CogViewProcessor.from_pretrained(scratch_run)
-    row = {"codes": list(range(16)), "text_ids": [40, 41, 42]}
+    rows = [{"codes": [(i * 7 + j) % 32 for j in range(16)], "text_ids": [40 + i % 5, 41, 42]} for i in range(40)]
     roi, base, boi, eoi = processor.tokenizer.convert_tokens_to_ids(["[ROI1]", "[BASE]", "[BOI1]", "[EOI1]"])
-    dropped = collator_class(processor, ["text-to-image"], text_dropout=1.0)([row])
-    assert dropped["input_ids"][0].tolist() == [roi, base, boi, *range(16), eoi]  # the unconditional prompt
-    both = collator_class(processor, ["text-to-image", "image-to-text"], seed=1)([row] * 8)
-    firsts = set(both["input_ids"][:, 0].tolist())
-    assert firsts == {roi, base} and torch.equal(both["labels"][both["attention_mask"] == 1], both["input_ids"][both["attention_mask"] == 1])
+    dropped = DataCollatorForCogView(processor, ["text-to-image"], text_dropout=1.0)(rows[:1])
+    assert dropped["input_ids"][0].tolist() == [roi, base, boi, *rows[0]["codes"], eoi]  # the unconditional prompt
+    tasks = ["text-to-image", "image-to-text"]
+    collator = DataCollatorForCogView(processor, tasks, text_dropout=0.3, seed=1)
+    both = collator(rows)
+    firsts = both["input_ids"][:, 0].tolist()
+    mask = both["attention_mask"] == 1
+    assert set(firsts) == {roi, base} and torch.equal(both["labels"][mask], both["input_ids"][mask])
+    assert 0 < sum(ids[1] == base for ids in both["input_ids"].tolist()) < firsts.count(roi)  # some captions dropped
+    # a row's draws depend on the seed, the epoch and the row only: not on its neighbours or on what came before
+    reversed_batch = DataCollatorForCogView(processor, tasks, text_dropout=0.3, seed=1)(rows[::-1])["input_ids"]
+    assert torch.equal(reversed_batch, both["input_ids"].flip(0))
+    collator.set_epoch(1)
+    assert not torch.equal(collator(rows)["input_ids"], both["input_ids"])  # another epoch draws anew
+    with pytest.raises(ValueError, match="tasks"):
+        DataCollatorForCogView(processor, ["inpainting"])
 
 
 def test_prepare_digits_writes_both_sources_with_a_held_out_split_and_augmented_copies(tmp_path):

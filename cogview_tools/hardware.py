@@ -1,15 +1,32 @@
-"""Where and how the command-line programs run a model: device, precision, attention kernel (shared flags)."""
+"""Where and how the command-line programs run a model: device, precision, attention kernel (shared flags), and which
+model folder they use when none is given."""
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 
+from modeling_cogview import CogViewForCausalLM
 from processing_cogview import CogViewProcessor
-
-from .modeling_cogview import CogViewForCausalLM
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+BUNDLED_MODEL = Path("models") / "cogview-digits"
+
+
+def bundled_model_folder(name: Path = BUNDLED_MODEL) -> Path | None:
+    """The repository's bundled model (`models/...`): beside the package in a checkout or an editable install,
+    beside the `scripts/` program that runs, or under the current folder. None where there is no checkout."""
+    places = [Path(__file__).resolve().parent.parent, Path(sys.argv[0]).resolve().parent.parent, Path.cwd()]
+    return next((place / name for place in places if (place / name / "config.json").is_file()), None)
+
+
+def add_model_argument(parser: argparse.ArgumentParser, name: Path = BUNDLED_MODEL):
+    default = bundled_model_folder(name)
+    where = f"default: the bundled {name}" if default else f"required here: the repository's {name} is not beside this install"
+    parser.add_argument("--model", default=str(default) if default else None, required=default is None,
+                        help=f"a model folder or Hub repo id ({where})")  # fmt: skip
 
 
 def add_hardware_arguments(parser: argparse.ArgumentParser):
@@ -46,4 +63,13 @@ def load_model_and_processor(folder: str, args: argparse.Namespace) -> tuple[Cog
     return model, CogViewProcessor.from_pretrained(folder)
 
 
-__all__ = ["add_hardware_arguments", "load_model_and_processor", "resolve_device", "resolve_dtype"]
+__all__ = [
+    "BUNDLED_MODEL",
+    "DTYPES",
+    "add_hardware_arguments",
+    "add_model_argument",
+    "bundled_model_folder",
+    "load_model_and_processor",
+    "resolve_device",
+    "resolve_dtype",
+]

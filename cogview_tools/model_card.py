@@ -1,7 +1,7 @@
 """The model card of a CogView model: rendered by `huggingface_hub.ModelCard` from the project's `model_card.md` (a
-Jinja template), with a grid of samples the model draws, and the checks that keep this machine's paths out of a
-shared repo. scripts/train.py writes the card of every run (and pushes it with `--push_to_hub`);
-scripts/push_to_hub.py renders it again for the repo it pushes to, carrying over the text of the folder's card."""
+Jinja template that ships inside this package), with a grid of samples the model draws, and the checks that keep this
+machine's paths out of a shared repo. `cogview-train` writes the card of every run; `cogview-push` renders it again for
+the repo it pushes to, carrying over the text of the folder's card."""
 
 from __future__ import annotations
 
@@ -9,15 +9,17 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import PIL.Image
-import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .images import image_grid
 
-MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
+
+TEMPLATE_NAME = "model_card.md"
 SAMPLES_FILE = "samples.png"
 DEFAULT_TAGS = ["cogview", "text-to-image", "image-captioning", "vq-vae"]
 SAMPLING_KEYS = ("do_sample", "top_k", "temperature", "guidance_scale", "rerank_candidates", "max_new_tokens")
@@ -78,6 +80,7 @@ def card_data(content: CardContent) -> ModelCardData:
         eval_results=content.eval_results or None,
         model_name=content.model_name if content.eval_results else None,
         widget=[{"text": prompt} for prompt in content.sample_prompts] or None,
+        inference=False,  # no Hub inference widget runs a CogView model: the card shows its own pictures instead
     )
 
 
@@ -88,16 +91,26 @@ def evaluation_rows(results: list[EvalResult]) -> list[dict[str, str]]:
     ]
 
 
+def card_template() -> str:
+    """The text of `model_card.md`: the copy built into the installed package (setup.py puts it there), else, in a
+    checkout or an editable install, the top-level source file."""
+    packaged = resources.files(__package__) / TEMPLATE_NAME
+    if packaged.is_file():
+        return packaged.read_text(encoding="utf-8")
+    source = Path(__file__).resolve().parent.parent / TEMPLATE_NAME
+    if source.is_file():
+        return source.read_text(encoding="utf-8")
+    raise FileNotFoundError(f"the model card template {TEMPLATE_NAME} is missing from the cogview_tools package: reinstall it")
+
+
 def render_card(content: CardContent, config: Any, generation_config: Any, num_parameters: int) -> ModelCard:
     """The card from `model_card.md`; the model table comes from the config, the sampling line from the generation
     config."""
-    if not MODEL_CARD_TEMPLATE.is_file():
-        raise FileNotFoundError(f"the model card template {MODEL_CARD_TEMPLATE.name} is missing next to the package")
     downsample = config.vq_config.downsample_factor if getattr(config, "vq_config", None) is not None else 8
     example_prompt = content.sample_prompts[0] if content.sample_prompts else "一只可爱的猫"
     return ModelCard.from_template(
         card_data(content),
-        template_path=str(MODEL_CARD_TEMPLATE),
+        template_str=card_template(),
         model_name=content.model_name,
         repo_id=content.repo_id,
         base_model=content.base_model,
@@ -188,36 +201,27 @@ def quality_eval_results(path: str | Path) -> tuple[list[EvalResult], str]:
 # -- the sample picture -----------------------------------------------------------------------------------------
 
 
-def draw_samples(model: Any, processor: Any, prompts: list[str], per_prompt: int, candidates: int = 1, seed: int = 0) -> list[PIL.Image.Image]:
-    """`per_prompt` images for each prompt (prompt-major), each the best of `candidates` by the model's
-    self-reranking, seeded without disturbing the caller's random state."""
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(seed)
-        sequences = model.generate(**processor(text=prompts), num_return_sequences=per_prompt * candidates)
-        sequences = model.best_of(sequences, candidates)
-        pixels = model.decode_image_tokens(sequences[:, -model.config.num_image_tokens :])
-    return processor.postprocess(pixels)
+def draw_samples(model: Any, processor: Any, prompts: list[str], per_prompt: int, candidates: int | None = None, seed: int = 0) -> list[PIL.Image.Image]:
+    """`per_prompt` images for each prompt (prompt-major) by the text-to-image pipeline, each the best of `candidates`
+    by the model's self-reranking (default: the model's), seeded without disturbing the caller's random state."""
+    from transformers import pipeline
 
-
-def image_grid(images: list[PIL.Image.Image], columns: int, min_tile: int = 96, gap: int = 2) -> PIL.Image.Image:
-    """The images in rows of `columns`, small ones enlarged (nearest neighbour) so a card shows them."""
-    scale = max(1, math.ceil(min_tile / max(images[0].size)))
-    width, height = images[0].width * scale, images[0].height * scale
-    rows = math.ceil(len(images) / columns)
-    grid = PIL.Image.new("RGB", (columns * width + (columns - 1) * gap, rows * height + (rows - 1) * gap), "white")
-    for index, image in enumerate(images):
-        tile = image.convert("RGB").resize((width, height), PIL.Image.NEAREST)
-        grid.paste(tile, ((index % columns) * (width + gap), (index // columns) * (height + gap)))
-    return grid
+    draw = pipeline("text-to-image", model=model, processor=processor)
+    drawn = draw(prompts, num_images_per_prompt=per_prompt, rerank_candidates=candidates, seed=seed, progress_bar=False)
+    return [output["image"] for outputs in drawn for output in outputs]
 
 
 def write_samples(
-    folder: Path, model: Any, processor: Any, prompts: list[str], per_prompt: int, candidates: int = 1, seed: int = 0
+    folder: Path, model: Any, processor: Any, prompts: list[str], per_prompt: int, candidates: int | None = None, seed: int = 0
 ) -> str:
     """Draws the sample grid into `folder/samples.png`; returns the card's caption for it."""
+    from modeling_cogview.generation_cogview import DrawingDefaults
+
+    if candidates is None:
+        candidates = DrawingDefaults.from_generation_config(model.generation_config).rerank_candidates
     images = draw_samples(model, processor, prompts, per_prompt, candidates, seed)
     columns = per_prompt if per_prompt > 1 else min(len(images), 5)
-    image_grid(images, columns).save(folder / SAMPLES_FILE)
+    image_grid(images, columns, min_side=96).save(folder / SAMPLES_FILE)
     layout = "one row per prompt" if per_prompt > 1 else "left to right, top to bottom"
     quoted = ", ".join(f'"{prompt}"' for prompt in prompts)
     picked = f"each the best of {candidates} by the model's self-reranking" if candidates > 1 else "one draw each"
@@ -273,10 +277,10 @@ def clean_config_file(path: Path, target: Path | None = None) -> None:
 __all__ = [
     "DEFAULT_TAGS",
     "MACHINE_PATH",
-    "MODEL_CARD_TEMPLATE",
     "SAMPLES_FILE",
     "CardContent",
     "card_sections",
+    "card_template",
     "clean_config_file",
     "eval_results_of",
     "folder_machine_paths",
