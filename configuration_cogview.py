@@ -174,6 +174,14 @@ class CogViewConfig(PreTrainedConfig):
                 f"{self.image_vocab_size}"
             )
 
+    def to_dict(self) -> dict:
+        """Also what `save_pretrained` writes: without the folder the VQ-VAE config was loaded from
+        (`vq_config._name_or_path`, a path of the machine that trained it)."""
+        output = super().to_dict()
+        if isinstance(output.get("vq_config"), dict):
+            output["vq_config"].pop("_name_or_path", None)
+        return output
+
     @property
     def text_token_offset(self) -> int:
         return self.image_vocab_size

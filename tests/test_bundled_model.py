@@ -33,9 +33,9 @@ def test_bundled_model_draws_a_ten_digit_grid(real_digit_classifier, tmp_path):
     processor = CogViewProcessor.from_pretrained(BUNDLED)
     torch.manual_seed(0)
     prompts = [f"a handwritten digit {d}" for d in range(5)] + [f"手写数字{d}" for d in range(5, 10)]
-    candidates = model.generation_config.rerank_candidates  # the folder's sampling defaults: best of N
-    sequences = model.best_of(model.generate(**processor(text=prompts), num_return_sequences=candidates, progress_bar=False), candidates)
-    images = processor.postprocess(model.decode_image_tokens(sequences[:, -model.config.num_image_tokens :]))
+    image_tokens = model.generate(**processor(text=prompts), generation_mode="image")  # the folder's defaults: best of 16
+    assert image_tokens.shape == (10, model.config.num_image_tokens)
+    images = processor.postprocess(model.decode_image_tokens(image_tokens))
     assert len(images) == 10 and images[0].size == (32, 32)
     features = np.stack([np.asarray(i.convert("L").resize((28, 28), PIL.Image.BILINEAR), np.float32).ravel() / 255 for i in images])
     recognised = int((real_digit_classifier.predict(features) == np.arange(10)).sum())
@@ -74,8 +74,8 @@ def real_style_classifier():
 def draw(model, processor, seed: int) -> list:
     torch.manual_seed(seed)
     prompts = [f"a handwritten digit {d}" for d in range(5)] + [f"手写数字{d}" for d in range(5, 10)]
-    sequences = model.generate(**processor(text=prompts), progress_bar=False)  # one sample each, the folder's defaults
-    return processor.postprocess(model.decode_image_tokens(sequences[:, -model.config.num_image_tokens :]))
+    image_tokens = model.generate(**processor(text=prompts), generation_mode="image", rerank_candidates=1)  # one sample each
+    return processor.postprocess(model.decode_image_tokens(image_tokens))
 
 
 def test_bundled_lora_adapter_draws_blocky_digits_loaded_either_way(real_style_classifier):

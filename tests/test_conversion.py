@@ -17,6 +17,7 @@ from safetensors import safe_open
 from transformers import AutoModelForCausalLM, GenerationConfig
 
 from conftest import GOLDEN
+from cogview_tools.cli.convert import main
 from modeling_cogview import CogViewForCausalLM
 from modeling_cogview import convert_cogview_checkpoint as converter
 from modeling_cogview.convert_cogview_checkpoint import (
@@ -29,7 +30,6 @@ from modeling_cogview.convert_cogview_checkpoint import (
     infer_vq_config,
     load_transformer_state_dict,
     load_vqvae_state_dict,
-    main,
     safe_torch_load,
 )
 
@@ -250,7 +250,7 @@ def test_a_failure_mid_way_leaves_nothing(tmp_path, monkeypatch):
 # torch + transformers), and at the end its VmHWM (RSS with file pages: the mapped checkpoint counts there).
 MEASURED_CHILD = """
 import sys
-from modeling_cogview.convert_cogview_checkpoint import main
+from cogview_tools.cli.convert import main
 
 def status(field):
     return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(field + ":"))
@@ -290,6 +290,7 @@ def full_width_checkpoint(tmp_path_factory) -> tuple[Path, dict[str, torch.Tenso
     return directory, state_dict
 
 
+@pytest.mark.slow
 def test_full_width_streams_in_shards_within_memory(full_width_checkpoint, tmp_path):
     directory, state_dict = full_width_checkpoint
     checkpoint_size = (directory / "7" / "mp_rank_00_model_states.pt").stat().st_size
@@ -326,6 +327,7 @@ def test_full_width_streams_in_shards_within_memory(full_width_checkpoint, tmp_p
 STALLING_CHILD = """
 import sys
 import time
+from cogview_tools.cli.convert import main
 from modeling_cogview import convert_cogview_checkpoint as converter
 
 write_shard = converter.save_file
@@ -335,7 +337,7 @@ def write_then_stall(*args, **kwargs):
     time.sleep(600)
 
 converter.save_file = write_then_stall
-sys.exit(converter.main(sys.argv[1:]))
+sys.exit(main(sys.argv[1:]))
 """
 
 

@@ -1,7 +1,8 @@
 """The web demo (scripts/demo.py): its model side in-process, then the real server on 127.0.0.1 through
 gradio_client and through a headless Chromium driven by Selenium (Debian's chromium and chromium-driver)."""
 
-import importlib.util
+import importlib
+import json
 import math
 import os
 import shutil
@@ -46,21 +47,17 @@ needs_chromium = pytest.mark.skipif(
 )
 
 
-def load_demo_module():
-    spec = importlib.util.spec_from_file_location("cogview_demo", DEMO_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+BUNDLED = ROOT / "models" / "cogview-digits"
 
 
 @pytest.fixture(scope="module")
 def demo_module():
-    return load_demo_module()
+    return importlib.import_module("cogview_tools.cli.demo")
 
 
 @pytest.fixture(scope="module")
 def demo(demo_module):
-    return demo_module.CogViewDemo()
+    return demo_module.CogViewDemo(BUNDLED)
 
 
 def free_port() -> int:
@@ -118,7 +115,7 @@ def client(server) -> Client:
 
 def digit_image(demo, demo_module, path: Path, prompt: str = "a handwritten digit 4") -> Path:
     """A real digit to caption: drawn by the model itself."""
-    (image,) = demo.draw(demo_module.DrawRequest(prompt, num_images=1, seed=1, guidance_scale=1.0, candidates=2))
+    (image,) = demo.draw(demo.check_draw_request(prompt, 1, 1, 1.0, 2))
     image.save(path)
     return path
 
@@ -140,6 +137,22 @@ def test_help_and_options(demo_module, capsys):
         demo_module.parse_args(["--model", str(ROOT / "no-such-model")])
 
 
+def test_the_controls_start_at_the_models_generation_defaults(demo, demo_module):
+    """Guidance, candidates, top-k, temperature and the caption length on the page (and for an API call that leaves
+    them out) are the model's generation_config.json values."""
+    saved = json.loads((BUNDLED / "generation_config.json").read_text())
+    expected = {"guidance_scale": saved["guidance_scale"], "candidates": saved["rerank_candidates"], "top_k": saved["top_k"],
+                "temperature": saved["temperature"], "caption_tokens": saved["caption_length"]}  # fmt: skip
+    assert demo.control_defaults() == expected
+    app = demo_module.build_app(demo)
+    values = {block.elem_id: block.value for block in app.blocks.values() if getattr(block, "elem_id", None)}
+    page = {"guidance_scale": values["guidance"], "candidates": values["candidates"], "top_k": values["top-k"],
+            "temperature": values["temperature"], "caption_tokens": values["caption-tokens"]}  # fmt: skip
+    assert page == expected
+    request = demo.check_draw_request("a handwritten digit 7", 1, 0, expected["guidance_scale"], expected["candidates"])
+    assert (request.top_k, request.temperature) == (expected["top_k"], expected["temperature"])
+
+
 def test_bad_requests_get_messages_that_say_what_to_change(demo):
     good = ("a handwritten digit 7", 2, 0, 1.0, 1)
     assert demo.check_draw_request(*good).prompt == "a handwritten digit 7"
@@ -153,24 +166,20 @@ def test_bad_requests_get_messages_that_say_what_to_change(demo):
         ((good[0], 2, 0, 50.0, 1), "guidance must lie from 1"),
         ((good[0], 2, 0, float("nan"), 1), "guidance"),
         ((good[0], 2, 0, 1.0, 99), "candidates"),
+        ((*good, -1, 0.7), "top-k must be a whole number from 0"),
+        ((*good, 8, 0.0), "temperature must lie from 0.05"),
     ]
     for arguments, message in cases:
         with pytest.raises(ValueError, match=message):
             demo.check_draw_request(*arguments)
 
 
-def test_draw_streams_every_token_and_every_row(demo, demo_module):
-    """The transformers streamer sees each step; each completed grid row becomes a preview whose undrawn rows are
-    gray; the images come out whole, enlarged by a whole factor."""
-    steps, previews = [], []
+def test_draw_reports_every_row(demo, demo_module):
+    """Each completed grid row of every candidate reaches `on_row` and becomes a preview whose undrawn rows are gray;
+    the images come out whole, enlarged by a whole factor."""
+    previews = []
     request = demo.check_draw_request("a handwritten digit 7", 2, 3, 1.0, 2)
-    streamer = demo_module.ImageRowStreamer(
-        demo.grid_size, demo.num_image_tokens,
-        on_token=lambda done, total: steps.append((done, total)),
-        on_row=lambda codes: previews.append((codes.shape, demo.preview(codes, request.candidates))),
-    )  # fmt: skip
-    images = demo.draw(request, streamer)
-    assert steps == [(i, demo.num_image_tokens) for i in range(1, demo.num_image_tokens + 1)]
+    images = demo.draw(request, on_row=lambda codes: previews.append((codes.shape, demo.preview(codes, request.candidates))))
     assert [shape for shape, _ in previews] == [(4, row * demo.grid_size) for row in range(1, demo.grid_size + 1)]
     first, last = np.asarray(previews[0][1]), np.asarray(previews[-1][1])
     tile = demo_module.DISPLAY_SIDE
@@ -233,6 +242,7 @@ def test_all_model_work_shares_one_queue_slot(demo, demo_module):
 # The running server
 
 
+@pytest.mark.slow
 def test_generate_api_through_gradio_client(client):
     gallery = client.predict("a handwritten digit 7", 2, 0, 1.0, 1, api_name="/generate")
     assert len(gallery) == 2
@@ -247,6 +257,7 @@ def test_generate_api_through_gradio_client(client):
         client.predict("a handwritten digit 7", 1, 0, 50.0, 1, api_name="/generate")
 
 
+@pytest.mark.slow
 def test_caption_api_through_gradio_client(client, demo, demo_module, tmp_path):
     path = digit_image(demo, demo_module, tmp_path / "digit.png")
     table = client.predict(handle_file(str(path)), 3, 9, 0, api_name="/caption")
@@ -254,6 +265,7 @@ def test_caption_api_through_gradio_client(client, demo, demo_module, tmp_path):
     assert all(isinstance(caption, str) and caption and score < 0 for caption, score in table["data"])
 
 
+@pytest.mark.slow
 def test_concurrent_users_wait_in_the_queue(client, server):
     """Two users at once: both get their images (the second waits for the first instead of failing)."""
     other = Client(server, verbose=False)
@@ -296,6 +308,7 @@ def prompt_box(driver):
     return WebDriverWait(driver, 60).until(lambda d: d.find_element(By.CSS_SELECTOR, "#prompt textarea, #prompt input"))
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_page_draws_and_captions_in_chromium(server, browser, demo, demo_module, tmp_path):
     browser.get(server)
@@ -346,6 +359,7 @@ def test_page_draws_and_captions_in_chromium(server, browser, demo, demo_module,
     assert f"{demo.model.num_parameters():,}" in facts.get_attribute("textContent")
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_page_shows_a_message_not_a_traceback_for_bad_input(server, browser):
     browser.get(server)

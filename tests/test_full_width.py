@@ -4,6 +4,11 @@ matters, measured, not assumed."""
 import subprocess
 import sys
 
+import pytest
+
+
+pytestmark = pytest.mark.slow  # a layer of the release's width: RUN_SLOW=1 runs it
+
 
 MEASURE_RERANKING = """
 import torch

@@ -32,6 +32,9 @@ from modeling_cogview import CogViewForCausalLM
 from modeling_cogview.remote_code import BUNDLE_FILES
 
 
+pytestmark = pytest.mark.slow  # Hub clients in fresh interpreters: RUN_SLOW=1 runs them
+
+
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "models" / "cogview-digits"
 QUALITY = ROOT / "benchmarks" / "results" / "digits_quality.json"
@@ -176,6 +179,7 @@ def test_card_carries_metadata_quality_usage_and_a_sample_picture(hub, pushed):
     data = card.data
     assert (data.library_name, data.pipeline_tag, data.license) == ("transformers", "text-to-image", "apache-2.0")
     assert data.language == ["en", "zh"] and "cogview" in data.tags
+    assert data.inference is False  # no Hub widget runs CogView: the card's own picture shows it
     assert data.widget == [{"text": "a handwritten digit 7"}]  # the folder card's example prompt drew the samples
     results = {(r.metric_config, r.metric_name): r.metric_value for r in data.eval_results}
     setting, by_language = next(iter(json.loads(QUALITY.read_text())["conditional_accuracy"].items()))  # the default pipeline
@@ -217,7 +221,7 @@ def test_train_push_to_hub_pushes_a_lora_adapter_whose_card_names_its_base(hub, 
     assert f'PeftModel.from_pretrained(base, "{LORA_REPO}")' in card.text and "LoRA r=4" in card.text
     assert "![Samples drawn by this model](samples.png)" in card.text and "Data: 8 rows." in card.text
     assert_no_machine_paths(files)
-    assert hub.commits(LORA_REPO)[0].title == "Train 2 steps with scripts/train.py"
+    assert hub.commits(LORA_REPO)[0].title == "Train 2 steps with cogview-train"
 
 
 def test_loads_by_repo_id_with_the_package_and_pushes_diffusers_layout(hub, with_package):
@@ -296,5 +300,5 @@ def test_bad_input_exits_2_with_one_clear_line(hub, tmp_path):
     hub.fail_next_commits, hub.commit_failure = 1, "disconnect"
     message = failure([*model, "--repo_id", "you/flaky", "--no_sample"])
     assert "connection" in message and "run the command again" in message
-    assert hub.fail_next_commits == 0 and list(hub.files("you/flaky")) == [".gitattributes"]  # nothing committed
+    assert hub.fail_next_commits == 0 and not hub.repo_exists("you/flaky")  # the repo this push made is gone again
     assert not hub.repo_exists("you/x") and not hub.repo_exists("someone/x")

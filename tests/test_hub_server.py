@@ -23,6 +23,9 @@ sys.path.insert(0, str(Path(__file__).parent))  # without conftest: the server l
 from hub_server import COMMIT_FAILURES, INITIAL_GITATTRIBUTES, HubServer
 
 
+pytestmark = pytest.mark.slow  # Hub clients in fresh interpreters: RUN_SLOW=1 runs them
+
+
 TOKEN = "hf_test"
 USER = "you"
 
@@ -30,6 +33,7 @@ CLIENT_PRELUDE = """
 import base64, json, sys
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
+
 api = HfApi()
 
 def report(**values):

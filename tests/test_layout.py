@@ -15,6 +15,8 @@ for cls in (CogViewProcessor, CogViewImageProcessor, CogViewTokenizer, CogViewTo
     assert cls.__module__ == "processing_cogview", cls
 for cls in (CogViewForCausalLM, CogViewModel, CogViewPipeline, CogViewVQVAE):
     assert cls.__module__.startswith("modeling_cogview."), cls
+import cogview_tools.cli.generate, cogview_tools.hub, cogview_tools.model_card, cogview_tools.training, cogview_tools.data
+assert not hasattr(__import__("modeling_cogview"), "model_card")  # tooling lives outside the model package
 from transformers import AutoConfig, AutoModelForCausalLM, AutoProcessor
 from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 assert AutoConfig.for_model("cogview").__class__ is CogViewConfig

@@ -18,6 +18,7 @@ from conftest import tiny_config
 from modeling_cogview import CogViewForCausalLM
 
 
+pytestmark = pytest.mark.slow  # two processes each (torchrun, accelerate launch): RUN_SLOW=1 runs them
 ROOT = Path(__file__).resolve().parent.parent
 FSDP_CONFIG = ROOT / "configs" / "accelerate_fsdp2.yaml"
 ZERO3_CONFIG = ROOT / "configs" / "accelerate_deepspeed_zero3.yaml"
@@ -157,6 +158,7 @@ import runpy, sys
 import accelerate.accelerator
 from accelerate.state import AcceleratorState, PartialState
 from accelerate.utils import DistributedType
+
 
 init = AcceleratorState.__init__
 

@@ -1,6 +1,6 @@
 """The ways users reach generation: transformers pipelines, the diffusers pipeline, the command-line scripts."""
 
-import importlib.util
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -20,10 +20,8 @@ SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
 def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """A command-line program's module (what `scripts/NAME.py` and its console script run)."""
+    return importlib.import_module(f"cogview_tools.cli.{name}")
 
 
 def arrays(images):

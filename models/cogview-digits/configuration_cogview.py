@@ -132,6 +132,32 @@ class CogViewConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         self.validate_layout()
 
+    @classmethod
+    def for_new_model(
+        cls,
+        vq_config: CogViewVQVAEConfig,
+        tokenizer,
+        image_grid_size: int,
+        longest_text: int,
+        extra_positions: int = 8,
+        **sizes,
+    ) -> "CogViewConfig":
+        """The config of a model to train from scratch, sized from its image tokenizer (the codebook is the image
+        vocabulary), its text tokenizer (`len(tokenizer)`: image codes + text pieces + command tokens) and its data: a
+        `image_grid_size`² grid and captions of up to `longest_text` tokens, plus `extra_positions`. `sizes` are the
+        transformer's other fields (`hidden_size`, `num_hidden_layers`, ...)."""
+        text_vocab_size = tokenizer.vocab_size - vq_config.num_embeddings
+        return cls(
+            vocab_size=-(-len(tokenizer) // 8) * 8,  # rows padded to a multiple of 8, as the release pads to 128
+            image_vocab_size=vq_config.num_embeddings,
+            text_vocab_size=text_vocab_size,
+            image_grid_size=image_grid_size,
+            # [ROI1] text [BASE] [BOI1] image [EOI1], or [BASE] [BOI1] image [EOI1] [ROI1] text: 4 command tokens
+            max_position_embeddings=image_grid_size**2 + longest_text + 4 + extra_positions,
+            vq_config=vq_config,
+            **sizes,
+        )
+
     def validate_layout(self):
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
@@ -147,6 +173,14 @@ class CogViewConfig(PreTrainedConfig):
                 f"the VQ-VAE codebook has {self.vq_config.num_embeddings} codes but image_vocab_size is "
                 f"{self.image_vocab_size}"
             )
+
+    def to_dict(self) -> dict:
+        """Also what `save_pretrained` writes: without the folder the VQ-VAE config was loaded from
+        (`vq_config._name_or_path`, a path of the machine that trained it)."""
+        output = super().to_dict()
+        if isinstance(output.get("vq_config"), dict):
+            output["vq_config"].pop("_name_or_path", None)
+        return output
 
     @property
     def text_token_offset(self) -> int:

@@ -1,7 +1,9 @@
 """CogView's generation rules, classifier-free guidance twins and progress: the pieces the model plugs into
 GenerationMixin's hooks. Nothing here reads tensor values in Python on the per-step path."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -39,6 +41,54 @@ def release_generation_config(config: CogViewConfig, **overrides) -> GenerationC
     generation_config = GenerationConfig(**values)
     generation_config._from_model_config = False  # deliberate defaults: a saved file's extras must load too
     return generation_config
+
+
+RELEASE_CAPTION_LENGTH = 20  # the release samples exactly 20 caption tokens ([MASK]*20), with no stop token
+
+
+@dataclass(frozen=True)
+class DrawingDefaults:
+    """What drawing uses when the caller says nothing, read from a generation config in this one place: the model's
+    `generate`, the pipelines, the CLIs and the demo's controls all start from these values.
+
+    guidance_scale: classifier-free guidance, 1.0 = off (`guidance_scale` in generation_config.json)
+    top_k, temperature: the sampling (None / 1.0 when the config samples without them)
+    rerank_candidates: samples drawn per image, of which self-reranking keeps the best (1 = no reranking)
+    caption_length: new tokens of a caption (`caption_length`; the release's 20 when absent)"""
+
+    guidance_scale: float = 1.0
+    top_k: int | None = None
+    temperature: float = 1.0
+    rerank_candidates: int = 1
+    caption_length: int = RELEASE_CAPTION_LENGTH
+
+    @classmethod
+    def from_generation_config(cls, generation_config: GenerationConfig) -> "DrawingDefaults":
+        def value(name: str, fallback):
+            found = getattr(generation_config, name, None)
+            return fallback if found is None else found
+
+        return cls(
+            guidance_scale=float(value("guidance_scale", 1.0)),
+            top_k=value("top_k", None) or None,
+            temperature=float(value("temperature", 1.0)),
+            rerank_candidates=int(value("rerank_candidates", 1)),
+            caption_length=int(value("caption_length", RELEASE_CAPTION_LENGTH)),
+        )
+
+
+@contextmanager
+def sampling_seed(seed: int | None, device: torch.device | str | None = None) -> Iterator[None]:
+    """Sampling seeded with `seed` without touching the caller's random state: the CPU generator and the model's
+    accelerator generator are forked, seeded, and restored on exit. With `seed=None` the global generators run on."""
+    if seed is None:
+        yield
+        return
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    accelerator = {} if device.type == "cpu" else {"device_type": device.type}
+    with torch.random.fork_rng(devices=[device.index or 0] if accelerator else [], **accelerator):
+        torch.manual_seed(seed)
+        yield
 
 
 class CogViewLogitsProcessor(LogitsProcessor):
@@ -196,9 +246,12 @@ class CogViewProgressStreamer(BaseStreamer):
 
 
 __all__ = [
+    "RELEASE_CAPTION_LENGTH",
     "CogViewGuidanceTwins",
     "CogViewLogitsProcessor",
     "CogViewProgressStreamer",
+    "DrawingDefaults",
     "last_position",
     "release_generation_config",
+    "sampling_seed",
 ]

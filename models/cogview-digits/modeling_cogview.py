@@ -24,7 +24,7 @@ from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_cogview import CogViewConfig
 
-from .generation_cogview import CogViewGuidanceTwins, CogViewLogitsProcessor, CogViewProgressStreamer
+from .generation_cogview import CogViewGuidanceTwins, CogViewLogitsProcessor, CogViewProgressStreamer, DrawingDefaults
 from .modeling_cogview_vqvae import CogViewVQVAE
 from .remote_code import write_remote_code
 
@@ -328,7 +328,6 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
     # images enter as processor placeholders filled from pixel_values; declaring an image input would make the
     # any-to-any pipeline demand torchvision, which CogView's own image processor does not need
     input_modalities = ("text",)
-    CAPTION_LENGTH = 20  # the release samples exactly 20 caption tokens ([MASK]*20), with no stop token
 
     def __init__(self, config: CogViewConfig):
         super().__init__(config)
@@ -369,26 +368,57 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         preview_callback: Callable[[torch.LongTensor], None] | None = None,
         preview_every_rows: int = 4,
         generation_mode: str | None = None,
+        rerank_candidates: int | None = None,
+        scoring_chunk_size: int = 8,
         **kwargs,
     ):
-        """`GenerationMixin.generate`; CogView's rules, default lengths and guidance come in through its hooks. This
-        wrapper only adds, on request, a progress bar (`progress_bar=True`) and a streaming preview
-        (`preview_callback(codes_so_far)` every `preview_every_rows` rows), around any streamer the caller gives.
-        `generation_mode="image"` (the any-to-any pipeline's route, as Janus) returns only the image tokens."""
+        """`GenerationMixin.generate`; CogView's rules, default lengths and guidance come in through its hooks.
+
+        `generation_mode="image"` is the one call that draws (the any-to-any pipeline's route, as Janus): it returns
+        only the image tokens [batch * num_return_sequences, grid tokens], each image the best of
+        `rerank_candidates` samples by the model's self-reranking (default: the generation config's
+        `rerank_candidates`, see `DrawingDefaults`), `scoring_chunk_size` candidates scored at a time. Decode them
+        with `decode_image_tokens` and the processor's `postprocess`.
+
+        A keyword given as None takes the model's default (generation_config.json), as a pipeline's does.
+
+        On request, a progress bar (`progress_bar=True`) and a streaming preview (`preview_callback(codes_so_far)`
+        every `preview_every_rows` rows, every candidate's rows in `num_return_sequences` order) wrap any streamer
+        the caller gives."""
         if generation_mode not in (None, "text", "image"):
             raise ValueError(f"generation_mode must be 'text' or 'image', got {generation_mode!r}")
+        # None means "the model's default", as in a pipeline's signature: passed on, it would erase the folder's
+        # generation_config value (guidance_scale=None would turn its guidance off). top_k=0 and guidance_scale=1 turn
+        # those off.
+        kwargs = {key: value for key, value in kwargs.items() if value is not None}
+        candidates = 1
+        if generation_mode == "image":
+            generation_config = kwargs.get("generation_config") or self.generation_config
+            if rerank_candidates is None:
+                rerank_candidates = DrawingDefaults.from_generation_config(generation_config).rerank_candidates
+            candidates = int(rerank_candidates)
+            if candidates < 1:
+                raise ValueError(f"rerank_candidates must be at least 1, got {rerank_candidates}")
+            if candidates > 1:
+                if kwargs.get("return_dict_in_generate", generation_config.return_dict_in_generate):
+                    raise ValueError("self-reranking returns the chosen image tokens only: pass rerank_candidates=1 to get a dict")
+                per_prompt = kwargs.get("num_return_sequences") or generation_config.num_return_sequences or 1
+                kwargs["num_return_sequences"] = per_prompt * candidates
+        elif rerank_candidates is not None:
+            raise ValueError("rerank_candidates applies to generation_mode='image' (self-reranking of drawn images)")
         if progress_bar or preview_callback is not None:
             prompt = inputs if inputs is not None else kwargs.get("input_ids")
-            total = kwargs.get("max_new_tokens") or (self._default_new_tokens(prompt) if prompt is not None else None)
+            total = kwargs.get("max_new_tokens") or (self._default_new_tokens(prompt, self.generation_config) if prompt is not None else None)
             streamer = CogViewProgressStreamer(
                 total, self.config.image_grid_size, progress_bar, preview_callback, preview_every_rows, inner=streamer
             )
         output = super().generate(inputs, *args, streamer=streamer, **kwargs)
         if generation_mode != "image":
             return output
+        grid = self.config.num_image_tokens
         if isinstance(output, torch.Tensor):
-            return output[:, -self.config.num_image_tokens :]
-        output.sequences = output.sequences[:, -self.config.num_image_tokens :]
+            return self.best_of(output, candidates, chunk_size=scoring_chunk_size)[:, -grid:]
+        output.sequences = output.sequences[:, -grid:]
         return output
 
     def _prepare_generation_config(self, generation_config: GenerationConfig | None, **kwargs):
@@ -438,7 +468,7 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         """Default length from the prompt's layout: the rest of an open image grid (a completion generates just the
         missing rows), or 20 tokens of a caption. The whole sequence must fit the learned positions."""
         if not getattr(generation_config, "_cogview_length_given", True) and model_input_name == "input_ids":
-            new_tokens = self._default_new_tokens(inputs_tensor)
+            new_tokens = self._default_new_tokens(inputs_tensor, generation_config)
             if new_tokens is not None:
                 generation_config.max_new_tokens, generation_config.max_length = new_tokens, None
                 has_default_max_length = False
@@ -454,14 +484,15 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
             )
         return generation_config
 
-    def _default_new_tokens(self, input_ids: torch.LongTensor) -> int | None:
+    def _default_new_tokens(self, input_ids: torch.LongTensor, generation_config: GenerationConfig) -> int | None:
         _, filled, in_caption = CogViewLogitsProcessor(self.config).layout(input_ids)
         if bool((filled >= 0).all()):
             if len(set(filled.tolist())) != 1:
                 raise ValueError(f"the prompts have different numbers of image tokens already ({filled.tolist()}); pass max_new_tokens")
             return self.config.num_image_tokens - int(filled[0])
         if bool(in_caption.all()):  # caption prompts, with or without text begun
-            return max(1, min(self.CAPTION_LENGTH, self.config.max_position_embeddings - input_ids.shape[1]))
+            caption_length = DrawingDefaults.from_generation_config(generation_config).caption_length
+            return max(1, min(caption_length, self.config.max_position_embeddings - input_ids.shape[1]))
         return None
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, generation_mode, batch_size, max_cache_length):

@@ -3,39 +3,34 @@
 
 Saved model folders name both in `config.custom_pipelines`, so they also load as remote code."""
 
-import torch
 from transformers import Pipeline
 from transformers.image_utils import load_image
+
+from .generation_cogview import sampling_seed
 
 
 class CogViewTextToImagePipeline(Pipeline):
     """prompt(s) -> for each prompt, a list of `{"image": PIL.Image}` (`num_images_per_prompt` of them).
 
-    Generation arguments (`guidance_scale`, `top_k`, `temperature`, `progress_bar`, `preview_callback`, ...) pass
-    through to `model.generate`; `generator` (a `torch.Generator`) or `seed` makes the sampling reproducible;
-    `rerank_candidates=N` keeps the best of N samples per image by self-reranking (default: the model's
-    generation_config `rerank_candidates`, else 1), scoring `scoring_chunk_size` candidates at a time."""
+    Drawing is the model's one drawing call, `generate(generation_mode="image")`: every option it takes passes
+    through (`guidance_scale`, `top_k`, `temperature`, `rerank_candidates`, `scoring_chunk_size`, `progress_bar`,
+    `preview_callback`, ...), each defaulting to the model's generation_config. `seed` (or a `torch.Generator`'s
+    seed) makes the sampling reproducible without reseeding the caller's global random state."""
 
     _load_processor = True
     _load_tokenizer = False
     _load_image_processor = False
     _load_feature_extractor = False
 
-    def _sanitize_parameters(
-        self, num_images_per_prompt=None, seed=None, generator=None, rerank_candidates=None, scoring_chunk_size=None, **generate_kwargs
-    ):
+    def _sanitize_parameters(self, num_images_per_prompt=None, seed=None, generator=None, **generate_kwargs):
         forward = dict(generate_kwargs)
         forward.setdefault("progress_bar", True)  # a pipeline shows its progress; model.generate only when asked
-        if rerank_candidates is not None:
-            forward["rerank_candidates"] = rerank_candidates
-        if scoring_chunk_size is not None:
-            forward["scoring_chunk_size"] = scoring_chunk_size
         if num_images_per_prompt is not None:
             forward["num_return_sequences"] = num_images_per_prompt
-        if seed is not None:
-            forward["seed"] = seed
         if generator is not None:
-            forward["seed"] = int(generator.initial_seed())
+            seed = generator.initial_seed()
+        if seed is not None:
+            forward["seed"] = int(seed)
         return {}, forward, {}
 
     def preprocess(self, prompt):
@@ -43,14 +38,10 @@ class CogViewTextToImagePipeline(Pipeline):
             raise TypeError(f"a prompt must be a string, got {type(prompt).__name__}")
         return self.processor(text=prompt)
 
-    def _forward(self, model_inputs, seed=None, rerank_candidates=None, scoring_chunk_size=8, num_return_sequences=1, **generate_kwargs):
-        if seed is not None:
-            torch.manual_seed(seed)
-        grid = self.model.config.num_image_tokens
-        candidates = rerank_candidates or getattr(self.model.generation_config, "rerank_candidates", None) or 1
-        sequences = self.model.generate(**model_inputs, num_return_sequences=num_return_sequences * candidates, **generate_kwargs)
-        sequences = self.model.best_of(sequences, candidates, chunk_size=scoring_chunk_size)
-        return {"pixels": self.model.decode_image_tokens(sequences[:, -grid:])}
+    def _forward(self, model_inputs, seed=None, **generate_kwargs):
+        with sampling_seed(seed, self.model.device):
+            image_tokens = self.model.generate(**model_inputs, generation_mode="image", **generate_kwargs)
+        return {"pixels": self.model.decode_image_tokens(image_tokens)}
 
     def postprocess(self, model_outputs):
         return [{"image": image} for image in self.processor.postprocess(model_outputs["pixels"])]
