@@ -14,7 +14,7 @@ python scripts/prepare_digits.py --source sklearn --image_size 32 --test_per_cla
 python scripts/tokenize_dataset.py --images_dir "$work/sklearn-digits" --vqvae "$base" --tokenizer "$base" \
     --output_dir "$work/sklearn-digits-tokenized"
 rm -rf "$work/sklearn-lora-run"
-python scripts/train.py --model "$base" --base_model_id "$base" --lora_r 8 --lora_alpha 16 \
+python scripts/train.py --model "$base" --base_model_id cogview-hf/cogview-digits --lora_r 8 --lora_alpha 16 \
     --dataset "$work/sklearn-digits-tokenized/dataset" --split train --output_dir "$work/sklearn-lora-run" \
     --tasks text-to-image,text-to-image,text-to-image,image-to-text --text_dropout 0.2 --max_steps 2000 --per_device_train_batch_size 32 --learning_rate 1e-3 \
     --save_steps 1000 --logging_steps 100 --model_name cogview-digits-lora-sklearn --example_prompt "a handwritten digit 7" \

@@ -82,7 +82,8 @@ def test_bundled_lora_adapter_draws_blocky_digits_loaded_either_way(real_style_c
     from peft import PeftModel
 
     assert sorted(p.name for p in ADAPTER.iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors", "train_metrics.json"]
-    assert "base_model: models/cogview-digits" in (ADAPTER / "README.md").read_text()
+    card = (ADAPTER / "README.md").read_text()
+    assert "base_model: cogview-hf/cogview-digits" in card and "# or the base model's folder" in card  # a Hub id, the folder as fallback
     processor = CogViewProcessor.from_pretrained(BUNDLED)
     base = CogViewForCausalLM.from_pretrained(BUNDLED).eval()
     base_style = real_style_classifier.predict(style_features(draw(base, processor, 0)))

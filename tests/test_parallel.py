@@ -75,7 +75,7 @@ with torch.no_grad():
 config = model.config
 prompt = torch.tensor([[config.command_token_id("[ROI1]"), 110, 111, 112, config.command_token_id("[BASE]"), config.command_token_id("[BOI1]")]])
 report["generate"] = {}
-for name, kwargs in {"dynamic": {}, "guidance": {"guidance_scale": 3.0}, "static": {"cache_implementation": "static"}}.items():
+for name, kwargs in {"dynamic": {}, "guidance": {"guidance_scale": 3.0}, "static": {"cache_implementation": "static"}, "drawing call": {"generation_mode": "image", "guidance_scale": 3.0}}.items():
     torch.manual_seed(0)
     try:
         report["generate"][name] = model.generate(prompt, do_sample=True, top_k=5, max_new_tokens=16, **kwargs)[0].tolist()
@@ -85,7 +85,7 @@ with open(os.path.join(out, f"report-{rank}.json"), "w") as f:
     json.dump(report, f)
 """
 
-TP_GENERATE_KWARGS = {"dynamic": {}, "guidance": {"guidance_scale": 3.0}, "static": {"cache_implementation": "static"}}
+TP_GENERATE_KWARGS = {"dynamic": {}, "guidance": {"guidance_scale": 3.0}, "static": {"cache_implementation": "static"}, "drawing call": {"generation_mode": "image", "guidance_scale": 3.0}}
 
 
 @pytest.fixture(scope="module")
