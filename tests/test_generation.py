@@ -225,6 +225,32 @@ def test_self_reranking_keeps_the_best_scored_candidate(model_and_processor):
     assert torch.equal(model.best_of(sequences, 1), sequences)
 
 
+def test_the_drawing_call_returns_each_images_best_candidate_with_the_models_defaults(model_and_processor):
+    """generate(generation_mode="image") = sample num_return_sequences x candidates, keep the best of each group by
+    self-reranking, return its image tokens; the candidates default to generation_config.rerank_candidates, and an
+    option given as None takes the config's value instead of erasing it."""
+    model, processor = model_and_processor
+    inputs = processor(text=PROMPTS)
+    torch.manual_seed(0)
+    drawn = model.generate(**inputs, generation_mode="image", num_return_sequences=2, rerank_candidates=3)
+    torch.manual_seed(0)
+    sequences = model.generate(**inputs, num_return_sequences=6)
+    assert drawn.shape == (4, 16) and torch.equal(drawn, model.best_of(sequences, 3)[:, -16:])
+    model.generation_config.rerank_candidates, model.generation_config.guidance_scale = 3, 2.0
+    try:
+        torch.manual_seed(0)
+        by_default = model.generate(**inputs, generation_mode="image", num_return_sequences=2, guidance_scale=None, top_k=None)
+        torch.manual_seed(0)
+        guided = model.generate(**inputs, generation_mode="image", num_return_sequences=2, rerank_candidates=3, guidance_scale=2.0)
+        assert torch.equal(by_default, guided)
+    finally:
+        model.generation_config.rerank_candidates = model.generation_config.guidance_scale = None
+    with pytest.raises(ValueError, match="generation_mode='image'"):
+        model.generate(**inputs, rerank_candidates=2)
+    with pytest.raises(ValueError, match="at least 1"):
+        model.generate(**inputs, generation_mode="image", rerank_candidates=0)
+
+
 def test_guidance_with_beam_search_is_refused_before_any_compute(model_and_processor):
     model, processor = model_and_processor
     calls = []

@@ -38,6 +38,9 @@ def test_text_to_image_pipeline(tiny_model_dir):
     assert len(batch) == 2 and len(batch[0]) == 1
     reranked = pipe("一只可爱的猫", num_images_per_prompt=2, rerank_candidates=3, seed=1, progress_bar=False)
     assert len(reranked) == 2
+    state = torch.random.get_rng_state()
+    pipe("老虎", seed=5, progress_bar=False)
+    assert torch.equal(torch.random.get_rng_state(), state)  # seeded on a fork: the caller's random state is untouched
 
 
 def test_captioning_pipeline(tiny_model_dir):

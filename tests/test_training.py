@@ -226,6 +226,21 @@ def test_collator_layouts_caption_dropout_and_draws_that_a_resume_repeats(scratc
         DataCollatorForCogView(processor, ["inpainting"])
 
 
+@pytest.mark.parametrize("shell_script", ["train_digits.sh", "train_digits_lora.sh"])
+def test_the_training_scripts_commands_still_parse(shell_script):
+    """The bundled models' recipes call the programs with the flags they had: every one still parses."""
+    import shlex
+
+    text = (ROOT / "scripts" / shell_script).read_text().replace("\\\n", " ")
+    commands = [shlex.split(line.replace('"$work"', "data").replace('"$base"', "models/cogview-digits").replace("$base", "models/cogview-digits"))
+                for line in text.splitlines() if line.startswith("python scripts/")]  # fmt: skip
+    assert any(command[1] == "scripts/train.py" for command in commands)
+    for command in commands:
+        module = importlib.import_module(f"cogview_tools.cli.{Path(command[1]).stem}")
+        if hasattr(module, "parse_args"):
+            module.parse_args(command[2:])
+
+
 def test_prepare_digits_writes_both_sources_with_a_held_out_split_and_augmented_copies(tmp_path):
     import sentencepiece
 
