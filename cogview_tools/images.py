@@ -15,6 +15,14 @@ def open_image(path: str) -> PIL.Image.Image | None:
         return None
 
 
+def read_images(paths: list[str]) -> list[PIL.Image.Image]:
+    """Every image of `paths`, or a ValueError that names each one that does not read."""
+    images = [open_image(path) for path in paths]
+    if unreadable := [path for path, image in zip(paths, images) if image is None]:
+        raise ValueError(f"cannot read image(s): {', '.join(unreadable)}")
+    return images
+
+
 def enlarge(image: PIL.Image.Image, side: int) -> PIL.Image.Image:
     """Enlarged by the whole factor that brings its longer side nearest to `side` from below (nearest neighbour: the
     same pixels, only bigger); images already that large are returned as they are."""
@@ -34,4 +42,4 @@ def image_grid(images: list[PIL.Image.Image], columns: int, min_side: int = 0, g
     return grid
 
 
-__all__ = ["enlarge", "image_grid", "open_image"]
+__all__ = ["enlarge", "image_grid", "open_image", "read_images"]

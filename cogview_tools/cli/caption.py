@@ -6,7 +6,7 @@ import sys
 import torch
 
 from ..hardware import add_hardware_arguments, add_model_argument, load_model_and_processor
-from ..images import open_image
+from ..images import read_images
 
 
 def main(argv=None) -> int:
@@ -20,11 +20,8 @@ def main(argv=None) -> int:
     add_hardware_arguments(parser)
     args = parser.parse_args(argv)
 
-    images = [open_image(path) for path in args.image]
-    if unreadable := [path for path, image in zip(args.image, images) if image is None]:
-        print(f"error: cannot read image(s): {', '.join(unreadable)}", file=sys.stderr)
-        return 2
     try:
+        images = read_images(args.image)
         model, processor = load_model_and_processor(args.model, args)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
