@@ -24,7 +24,13 @@ from transformers.utils.output_capturing import capture_outputs
 
 from configuration_cogview import CogViewConfig
 
-from .generation_cogview import CogViewGuidanceTwins, CogViewLogitsProcessor, CogViewProgressStreamer, DrawingDefaults
+from .generation_cogview import (
+    CogViewGuidanceTwins,
+    CogViewLogitsProcessor,
+    CogViewProgressStreamer,
+    DrawingDefaults,
+    restarted_positions,
+)
 from .modeling_cogview_vqvae import CogViewVQVAE
 from .remote_code import write_remote_code
 
@@ -406,8 +412,14 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
                 kwargs["num_return_sequences"] = per_prompt * candidates
         elif rerank_candidates is not None:
             raise ValueError("rerank_candidates applies to generation_mode='image' (self-reranking of drawn images)")
+        prompt = inputs if inputs is not None else kwargs.get("input_ids")
+        if self.config.super_resolution and prompt is not None and kwargs.get("position_ids") is None:
+            # the release's inference rule for the prompt; generate adds one per new token, which is the rule too
+            mask = kwargs.get("attention_mask")
+            kwargs["position_ids"] = restarted_positions(
+                prompt, mask, self.restart_token_id, training=False, max_positions=self.config.max_position_embeddings
+            )
         if progress_bar or preview_callback is not None:
-            prompt = inputs if inputs is not None else kwargs.get("input_ids")
             total = kwargs.get("max_new_tokens") or (self._default_new_tokens(prompt, self.generation_config) if prompt is not None else None)
             streamer = CogViewProgressStreamer(
                 total, self.config.image_grid_size, progress_bar, preview_callback, preview_every_rows, inner=streamer
@@ -477,10 +489,11 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         )
         prompt_length = inputs_tensor.shape[1] if model_input_name == "inputs_embeds" else input_ids_length
         total_length = prompt_length + generation_config.max_length - input_ids_length
-        if total_length > self.config.max_position_embeddings:
+        if total_length > self.config.longest_sequence:
+            limit = "max_sequence_length" if self.config.max_sequence_length else "max_position_embeddings"
             raise ValueError(
                 f"a prompt of {prompt_length} tokens plus {total_length - prompt_length} new ones exceeds "
-                f"max_position_embeddings ({self.config.max_position_embeddings}); shorten the prompt or generate fewer tokens"
+                f"{limit} ({self.config.longest_sequence}); shorten the prompt or generate fewer tokens"
             )
         return generation_config
 
@@ -492,7 +505,7 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
             return self.config.num_image_tokens - int(filled[0])
         if bool(in_caption.all()):  # caption prompts, with or without text begun
             caption_length = DrawingDefaults.from_generation_config(generation_config).caption_length
-            return max(1, min(caption_length, self.config.max_position_embeddings - input_ids.shape[1]))
+            return max(1, min(caption_length, self.config.longest_sequence - input_ids.shape[1]))
         return None
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, generation_mode, batch_size, max_cache_length):
@@ -593,6 +606,12 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
             input_ids, labels = self.fill_image_placeholders(input_ids, labels, pixel_values)
         elif input_ids is not None and input_ids.shape[1] >= self.config.num_image_tokens and not is_torchdynamo_compiling():
             self._check_no_placeholders(input_ids)
+        if position_ids is None and self.config.super_resolution and input_ids is not None:
+            # a whole sequence: the release's training rule for training sequences, its inference rule otherwise
+            mask = attention_mask if attention_mask is not None and attention_mask.ndim == 2 else None
+            position_ids = restarted_positions(
+                input_ids, mask, self.restart_token_id, training=labels is not None, max_positions=self.config.max_position_embeddings
+            )
         outputs: BaseModelOutputWithPast = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -615,6 +634,11 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
+
+    @property
+    def restart_token_id(self) -> int:
+        """`[ROI2]`: where a super-resolution model's positions restart."""
+        return self.config.command_token_id("[ROI2]")
 
     def image_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """Full-width logits of which only the image ids are computed (the rest hold the dtype's lowest value, so

@@ -19,6 +19,7 @@ BUNDLE_FILES = (
     "modeling_cogview.py",
     "modeling_cogview_vqvae.py",
     "generation_cogview.py",
+    "super_resolution_cogview.py",
     "pipelines_cogview.py",
     "remote_code.py",
 )

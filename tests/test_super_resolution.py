@@ -1,0 +1,232 @@
+"""Super-resolution (cogview-sr): the release's positions and window plan from its own code (golden), positions
+inside the model on every generate path, given tokens inside the generated part, the processor's layouts, magnify."""
+
+import json
+
+import pytest
+import torch
+from transformers import GenerationConfig
+
+from conftest import GOLDEN, tiny_config
+from modeling_cogview import CogViewForCausalLM
+from modeling_cogview.generation_cogview import CogViewGivenTokensLogitsProcessor, restarted_positions
+from modeling_cogview.super_resolution_cogview import magnify, magnify_plan
+
+
+MAGNIFY = json.loads((GOLDEN / "magnify_cases.json").read_text())
+POSITIONS = json.loads((GOLDEN / "sr_position_cases.json").read_text())["cases"]
+RELEASE_ROI2, RELEASE_MAX_POSITIONS = 58200, 1089
+
+
+# ---- the release's numbers ----------------------------------------------------------------------------------------
+
+
+def test_training_positions_are_the_releases():
+    case = POSITIONS["training_low_level_sr"]
+    ids = torch.tensor(case["input_ids"])  # two right-padded rows with [ROI2] at different indices
+    positions = restarted_positions(ids, torch.ones_like(ids), RELEASE_ROI2, training=True, max_positions=RELEASE_MAX_POSITIONS)
+    assert positions.tolist() == case["position_ids"]
+
+
+@pytest.mark.parametrize("name", ["inference_low_level_sr_prompt", "inference_window"])
+def test_inference_positions_are_the_releases(name):
+    case = POSITIONS[name]
+    ids = torch.tensor([case["input_ids"]])
+    positions = restarted_positions(ids, None, RELEASE_ROI2, training=False, max_positions=RELEASE_MAX_POSITIONS)
+    assert positions[0].tolist() == case["position_ids"]
+    roi2 = case["roi2_index"]
+    assert positions[0, roi2] == roi2 and positions[0, roi2 + 1] == 1  # one token off the training rule, as released
+
+
+def test_training_positions_are_clamped_to_the_last_row():
+    ids = torch.tensor([[5] * 1200 + [RELEASE_ROI2] + [6] * 10])
+    positions = restarted_positions(ids, None, RELEASE_ROI2, training=True, max_positions=RELEASE_MAX_POSITIONS)
+    assert positions.max() == RELEASE_MAX_POSITIONS - 1 and positions[0, 1200] == 0
+
+
+class ReleaseSampler:
+    """The golden run's fake sampler: in window w, the missing code at index k of a sequence whose first missing
+    index is c becomes (w * 1000 + (k - c)) % 8192. Records the sequences it is handed."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, sequences):
+        (sequence,) = sequences
+        window = len(self.calls)
+        self.calls.append(list(sequence))
+        context = sequence.index(-1)
+        target_length = len(sequence) - (len(MAGNIFY["text_tokens"]) + 256 + 5)
+        filled = [(window * 1000 + (k - context)) % 8192 if code < 0 else code for k, code in enumerate(sequence)]
+        return torch.tensor([filled[-target_length:]])
+
+
+def test_magnify_feeds_the_releases_nine_windows_and_returns_its_canvas():
+    release = GenerationConfig()  # stands in for a 32-grid SR model: only the config is read without a filler
+    model = type("Model", (), {"config": tiny_config(vocab_size=58240, text_vocab_size=50000, image_vocab_size=8192, image_grid_size=32,
+                                                     super_resolution=True, vq_config=None), "generation_config": release})()  # fmt: skip
+    assert [(w.i, w.j, w.rows) for w in magnify_plan(32)] == [tuple(w) for w in MAGNIFY["windows_in_order_i_j_rows"]]
+    text = MAGNIFY["text_tokens"][1:-2]  # between [ROI1] and [BASE] [BOI1]
+    sampler = ReleaseSampler()
+    canvas = magnify(model, torch.tensor([MAGNIFY["source_codes_32x32"]]), [text], fill=sampler)
+    for call, expected in zip(sampler.calls, MAGNIFY["calls"], strict=True):
+        assert call == expected["sequence"], expected["window"]
+        assert call.index(-1) == expected["context_length"]
+    assert canvas[0].tolist() == MAGNIFY["magnified_codes_64x64"]
+
+
+def test_the_plan_scales_to_other_grids():
+    plan = magnify_plan(8)  # the digits SR model: 8x8 codes -> 16x16
+    assert [(w.i, w.j, w.rows) for w in plan] == [(0, 0, 5), (0, 1, 7), (0, 2, 7), (1, 1, 7), (1, 0, 7), (1, 2, 7), (2, 0, 8), (2, 1, 8), (2, 2, 8)]
+    covered = torch.zeros(16, 16, dtype=torch.bool)
+    for window in plan:
+        covered[window.target_rows, window.target_columns] = True
+        assert window.source_rows.stop <= 8 and window.target_columns.stop <= 16
+    assert covered.all()
+    with pytest.raises(ValueError, match="multiple of 4"):
+        magnify_plan(6)
+
+
+# ---- positions inside the model -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sr_model() -> CogViewForCausalLM:
+    torch.manual_seed(0)
+    return CogViewForCausalLM(tiny_config(super_resolution=True, max_position_embeddings=40, max_sequence_length=64)).eval()
+
+
+def sr_prompt(config, text: list[int], source: list[int]) -> list[int]:
+    token = config.command_token_id
+    midfix = [token(name) for name in ("[EOI1]", "[ROI2]", "[POS0]", "[BASE]", "[BOI2]")]
+    return [token("[ROI1]"), *text, token("[BASE]"), token("[BOI1]"), *source, *midfix]
+
+
+def greedy_by_full_forwards(model, prompt: list[int], steps: int) -> list[int]:
+    """No cache, no generate: each step a full forward (the model derives the positions from the ids)."""
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(steps):
+            logits = model(torch.tensor([ids])).logits[0, -1, : model.config.image_vocab_size]
+            ids.append(int(logits.argmax()))
+    return ids[len(prompt) :]
+
+
+def test_a_forward_takes_the_inference_rule_and_a_training_forward_the_training_rule(sr_model):
+    config = sr_model.config
+    ids = torch.tensor([sr_prompt(config, [70, 71, 72], [1, 2, 3, 4]) + list(range(16))])
+    roi2 = config.command_token_id("[ROI2]")
+    with torch.no_grad():
+        inference = restarted_positions(ids, None, roi2, training=False, max_positions=config.max_position_embeddings)
+        training = restarted_positions(ids, None, roi2, training=True, max_positions=config.max_position_embeddings)
+        assert not torch.equal(inference, training)
+        torch.testing.assert_close(sr_model(ids).logits, sr_model(ids, position_ids=inference).logits)
+        with_labels = sr_model(ids, labels=ids)
+        assert torch.allclose(with_labels.logits, sr_model(ids, position_ids=training).logits)
+        assert not torch.allclose(with_labels.logits, sr_model(ids).logits)
+    # a base model's positions do not follow [ROI2]
+    torch.manual_seed(0)
+    base = CogViewForCausalLM(tiny_config(max_position_embeddings=40)).eval()
+    with torch.no_grad():
+        plain = torch.arange(ids.shape[1])[None]
+        torch.testing.assert_close(base(ids).logits, base(ids, position_ids=plain).logits)
+
+
+def test_generate_on_every_path_equals_full_forwards_with_the_inference_rule(sr_model):
+    """Prefill and cached steps, left padding with [ROI2] at different indices, static cache, chunked prefill."""
+    config = sr_model.config
+    prompts = [sr_prompt(config, [70, 71, 72, 73, 74], [1, 2, 3, 4]), sr_prompt(config, [80], [5, 6, 7, 8])]
+    expected = [greedy_by_full_forwards(sr_model, prompt, 16) for prompt in prompts]
+    longest = max(map(len, prompts))
+    pad = config.pad_token_id
+    ids = torch.tensor([[pad] * (longest - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (longest - len(p)) + [1] * len(p) for p in prompts])
+    for options in ({}, {"cache_implementation": "static"}, {"prefill_chunk_size": 5}):
+        generated = sr_model.generate(input_ids=ids, attention_mask=mask, do_sample=False, **options)
+        assert generated.shape[1] == longest + 16, options  # the rest of the [BOI2] grid by default
+        assert generated[:, longest:].tolist() == expected, options
+
+
+def test_compiled_static_generation_has_no_graph_break(sr_model):
+    from transformers import CompileConfig
+
+    config = sr_model.config
+    ids = torch.tensor([sr_prompt(config, [70, 71], [1, 2, 3, 4])])
+    compile_config = CompileConfig(fullgraph=True, backend="eager", mode=None)
+    compile_config._compile_all_devices = True  # generate compiles by itself only on accelerators
+    torch._dynamo.reset()
+    compiled = sr_model.generate(ids, do_sample=False, cache_implementation="static", compile_config=compile_config)
+    assert compiled[0, ids.shape[1] :].tolist() == greedy_by_full_forwards(sr_model, ids[0].tolist(), 16)
+
+
+def test_guidance_twins_restart_their_positions_too(sr_model):
+    """The twin of an SR row drops the text and keeps the low-resolution image; its positions follow the same rule:
+    the first guided token is the argmax of uncond + s (cond - uncond) from two plain forwards."""
+    config = sr_model.config
+    token = config.command_token_id
+    prompt = sr_prompt(config, [70, 71, 72, 73], [1, 2, 3, 4])
+    twin = [token("[ROI1]"), token("[BASE]"), token("[BOI1]"), *prompt[prompt.index(token("[BOI1]")) + 1 :]]
+    guided = sr_model.generate(torch.tensor([prompt]), do_sample=False, guidance_scale=4.0)
+    with torch.no_grad():
+        cond = sr_model(torch.tensor([prompt])).logits[0, -1].log_softmax(-1)
+        uncond = sr_model(torch.tensor([twin])).logits[0, -1].log_softmax(-1)
+    assert guided[0, len(prompt)] == (uncond + 4.0 * (cond - uncond))[: config.image_vocab_size].argmax()
+    assert not torch.equal(guided, sr_model.generate(torch.tensor([prompt]), do_sample=False))
+
+
+# ---- given tokens inside the generated part -----------------------------------------------------------------------
+
+
+def test_given_tokens_are_kept_and_equal_feeding_them_as_ids(sr_model):
+    config = sr_model.config
+    prompt = sr_prompt(config, [70, 71, 72], [1, 2, 3, 4])
+    given = torch.full((1, 16), -1)
+    given[0, 3:9] = torch.tensor([11, 12, 13, 14, 15, 16])
+    given[0, 12] = 40
+    out = sr_model.generate(torch.tensor([prompt]), do_sample=False, logits_processor=[CogViewGivenTokensLogitsProcessor(given, len(prompt))],
+                            output_logits=True, return_dict_in_generate=True)  # fmt: skip
+    drawn = out.sequences[0, len(prompt) :]
+    assert torch.equal(drawn[given[0] >= 0], given[0][given[0] >= 0])
+    # each drawn code is what a full forward over the same ids (the given ones fed as ids) picks
+    with torch.no_grad():
+        logits = sr_model(out.sequences).logits[0, len(prompt) - 1 : -1, : config.image_vocab_size]
+    free = given[0] < 0
+    assert torch.equal(drawn[free], logits.argmax(-1)[free])
+    torch.testing.assert_close(torch.stack(out.logits)[:, 0, : config.image_vocab_size][free], logits[free], atol=1e-5, rtol=1e-5)
+    sampled = sr_model.generate(torch.tensor([prompt]), do_sample=True, top_k=5, logits_processor=[CogViewGivenTokensLogitsProcessor(given, len(prompt))])
+    assert torch.equal(sampled[0, len(prompt) :][given[0] >= 0], given[0][given[0] >= 0])  # sampling keeps them too
+
+
+def test_magnify_with_the_model_feeds_each_windows_sequence_with_the_canvas_codes_in_place(sr_model):
+    """The real drawing path: what the model is fed, window by window (one prefill, then one id per step), is the
+    window's sequence with the codes the canvas ends with, earlier windows' codes fed as given; images and texts of
+    different lengths are batched."""
+    config = sr_model.config
+    token = config.command_token_id
+    fed = []
+    handle = sr_model.model.embed_tokens.register_forward_hook(lambda module, args, output: fed.append(args[0].clone()))
+    try:
+        torch.manual_seed(0)
+        images = torch.randint(0, config.image_vocab_size, (2, 4, 4))
+        texts = [[70, 71], [80]]
+        canvas = magnify(sr_model, images, texts, do_sample=True, top_k=5)
+    finally:
+        handle.remove()
+    assert canvas.shape == (2, 8, 8) and bool((canvas >= 0).all()) and bool((canvas < config.image_vocab_size).all())
+    calls = iter(fed)
+    done = torch.zeros(8, 8, dtype=torch.bool)
+    for window in magnify_plan(4):
+        region = done[window.target_rows, window.target_columns].reshape(-1)
+        first_missing = int((~region).nonzero()[0])
+        missing = region.numel() - first_missing
+        prefill = next(calls)
+        steps = [next(calls) for _ in range(missing - 1)]
+        fed_sequences = torch.cat([prefill, *steps], dim=1)
+        for row, text in enumerate(texts):
+            source = images[row, window.source_rows, window.source_columns].reshape(-1).tolist()
+            codes = canvas[row, window.target_rows, window.target_columns].reshape(-1).tolist()
+            expected = sr_prompt(config, text, source) + codes[:-1]
+            assert fed_sequences[row, -len(expected) :].tolist() == expected, (window, row)
+            assert set(fed_sequences[row, : -len(expected)].tolist()) <= {config.pad_token_id}  # left padding only
+        done[window.target_rows, window.target_columns] = True
+    assert next(calls, None) is None and bool(done.all())
