@@ -59,6 +59,7 @@ DEFAULT_NUM_HEADS = 40  # the only released size: 48 layers x 2560 hidden x 40 h
 RELEASE_IMAGE_VOCAB_SIZE = 8192
 RELEASE_TEXT_VOCAB_SIZE = 50000
 DEFAULT_MAX_SHARD_SIZE = "2GB"
+RELEASE_SR_SEQUENCE_LENGTH = 1345  # cogview-sr's --max-position-embeddings-finetune: 1,089 position rows, longer sequences
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since torch 1.6; the older pickle stream cannot be memory-mapped
 
 LAYER_RENAMES = {
@@ -141,6 +142,7 @@ def infer_config(
     num_attention_heads: int,
     vq_config: CogViewVQVAEConfig | None,
     text_vocab_size: int = RELEASE_TEXT_VOCAB_SIZE,
+    super_resolution: bool = False,
 ) -> CogViewConfig:
     word_key = "word_embeddings.weight" if "word_embeddings.weight" in state_dict else "transformer.word_embeddings.weight"
     vocab_size, hidden_size = _require(state_dict, word_key, "the transformer").shape
@@ -171,8 +173,16 @@ def infer_config(
         max_position_embeddings=max_positions,
         image_vocab_size=image_vocab_size,
         text_vocab_size=text_vocab_size,
+        super_resolution=super_resolution,
+        max_sequence_length=RELEASE_SR_SEQUENCE_LENGTH if super_resolution else None,
         vq_config=vq_config,
     )
+
+
+def is_release_super_resolution(checkpoint_path: Path) -> bool:
+    """The release's super-resolution model comes as `cogview-sr/` (`cogview-sr.tar`): that name says what it is."""
+    folder = checkpoint_path if checkpoint_path.is_dir() else checkpoint_path.parent.parent
+    return folder.name == "cogview-sr"
 
 
 def convert_transformer_state_dict(state_dict: dict[str, torch.Tensor], config: CogViewConfig) -> dict[str, torch.Tensor]:
@@ -380,7 +390,10 @@ def convert(
     max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
     overwrite: bool = False,
     progress_bar: bool = False,
+    super_resolution: bool | None = None,
 ) -> Conversion:
+    """`super_resolution`: the checkpoint is `cogview-sr` (its folder named so says it when this is None), whose config
+    then says so and whose longest sequence is the release's 1,345 tokens."""
     output_dir = Path(output_dir)
     check_output_dir(output_dir, overwrite)
     state_dict, sat_config = load_transformer_state_dict(Path(checkpoint_path))
@@ -395,7 +408,9 @@ def convert(
         import sentencepiece  # only needed here
 
         text_vocab_size = sentencepiece.SentencePieceProcessor(model_file=str(tokenizer_path)).get_piece_size()
-    config = infer_config(state_dict, heads, vq_config, text_vocab_size)
+    if super_resolution is None:
+        super_resolution = is_release_super_resolution(Path(checkpoint_path))
+    config = infer_config(state_dict, heads, vq_config, text_vocab_size, super_resolution)
     weights.update(convert_transformer_state_dict(state_dict, config))
     with torch.device("meta"):  # the architecture without its weights: key order, shapes, config and code to save
         model = CogViewForCausalLM(config)

@@ -33,10 +33,11 @@ def last_position(input_ids: torch.LongTensor, token_ids: torch.LongTensor) -> t
 
 
 def release_generation_config(config: CogViewConfig, **overrides) -> GenerationConfig:
-    """The release's sampling (text2image.sh): top-k 200 at temperature 1, one full grid of new tokens. Converted and
-    trained folders carry it in generation_config.json; a model built from a config generates greedily, as any
-    transformers model does."""
-    values = dict(do_sample=True, top_k=200, temperature=1.0, max_new_tokens=config.num_image_tokens, pad_token_id=config.pad_token_id)
+    """The release's sampling: top-k 200 at temperature 1 (text2image.sh), 1.02 for a super-resolution model
+    (super_resolution.sh, low_level_super_resolution.sh); one full grid of new tokens. Converted and trained folders
+    carry it in generation_config.json; a model built from a config generates greedily, as any transformers model does."""
+    temperature = 1.02 if config.super_resolution else 1.0
+    values = dict(do_sample=True, top_k=200, temperature=temperature, max_new_tokens=config.num_image_tokens, pad_token_id=config.pad_token_id)
     values.update({key: value for key, value in overrides.items() if value is not None})
     generation_config = GenerationConfig(**values)
     generation_config._from_model_config = False  # deliberate defaults: a saved file's extras must load too

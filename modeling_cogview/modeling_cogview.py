@@ -406,6 +406,8 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
             if candidates < 1:
                 raise ValueError(f"rerank_candidates must be at least 1, got {rerank_candidates}")
             if candidates > 1:
+                if self.config.super_resolution:
+                    raise ValueError("self-reranking scores text-to-image samples; a super-resolution model draws with rerank_candidates=1")
                 if kwargs.get("return_dict_in_generate", generation_config.return_dict_in_generate):
                     raise ValueError("self-reranking returns the chosen image tokens only: pass rerank_candidates=1 to get a dict")
                 per_prompt = kwargs.get("num_return_sequences") or generation_config.num_return_sequences or 1

@@ -230,3 +230,81 @@ def test_magnify_with_the_model_feeds_each_windows_sequence_with_the_canvas_code
             assert set(fed_sequences[row, : -len(expected)].tolist()) <= {config.pad_token_id}  # left padding only
         done[window.target_rows, window.target_columns] = True
     assert next(calls, None) is None and bool(done.all())
+
+
+# ---- conversion ---------------------------------------------------------------------------------------------------
+
+
+def test_a_cogview_sr_folder_converts_to_an_sr_model_with_the_releases_sampling(tmp_path):
+    import shutil
+
+    from modeling_cogview.convert_cogview_checkpoint import convert
+    from processing_cogview import CogViewProcessor
+
+    shutil.copytree(GOLDEN / "cogview-tiny-megatron", tmp_path / "cogview-sr")  # the release's folder name says SR
+    convert(tmp_path / "cogview-sr", tmp_path / "sr", num_attention_heads=4, vqvae_path=GOLDEN / "vqvae-tiny.pt",
+            tokenizer_path=GOLDEN / "tokenizer" / "cog-pretrain.model", dtype=torch.float32)  # fmt: skip
+    config = json.loads((tmp_path / "sr" / "config.json").read_text())
+    assert config["super_resolution"] is True and config["max_sequence_length"] == 1345 and config["max_position_embeddings"] == 1089
+    sampling = json.loads((tmp_path / "sr" / "generation_config.json").read_text())
+    assert (sampling["top_k"], sampling["temperature"], sampling["max_new_tokens"]) == (200, 1.02, 1024)
+    processor = CogViewProcessor.from_pretrained(tmp_path / "sr")
+    assert processor.super_resolution and processor.max_length == 1345
+    prompt = processor(text="一只猫", image_codes=torch.zeros(256, dtype=torch.long))  # the default task of an SR processor
+    text = processor.tokenizer("一只猫", add_special_tokens=False)["input_ids"]
+    assert prompt["input_ids"][0].tolist() == [58199, *text, 58208, 58193, *[0] * 256, 58196, 58200, 58210, 58208, 58194]
+    model = CogViewForCausalLM.from_pretrained(tmp_path / "sr").eval()
+    ids = torch.cat([prompt["input_ids"], torch.randint(0, 8192, (1, 1024))], dim=1)  # 1,291 tokens > 1,089 positions
+    with torch.no_grad():
+        assert model(ids).logits.shape[1] == ids.shape[1]
+    convert(GOLDEN / "cogview-tiny-megatron", tmp_path / "base", num_attention_heads=4)
+    assert not json.loads((tmp_path / "base" / "config.json").read_text()).get("super_resolution")
+
+
+# ---- the processor's layouts ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sr_processor(tmp_path_factory):
+    from processing_cogview import CogViewProcessor
+
+    config = tiny_config(vocab_size=50100, text_vocab_size=50000, super_resolution=True, max_position_embeddings=40, max_sequence_length=64)
+    return CogViewProcessor.from_sentencepiece(GOLDEN / "tokenizer" / "cog-pretrain.model", config)
+
+
+def test_sr_prompts_from_pixels_or_codes_and_training_sequences(sr_processor):
+    import PIL.Image
+
+    ids = sr_processor.tokenizer.convert_tokens_to_ids
+    midfix = ids(["[EOI1]", "[ROI2]", "[POS0]", "[BASE]", "[BOI2]"])
+    text = sr_processor.tokenizer("猫", add_special_tokens=False)["input_ids"]
+    by_codes = sr_processor(text="猫", image_codes=[[1, 2], [3, 4]])  # the 2x2 low-resolution grid of a 4x4 model
+    assert by_codes["input_ids"][0].tolist() == [ids("[ROI1]"), *text, ids("[BASE]"), ids("[BOI1]"), 1, 2, 3, 4, *midfix]
+    by_pixels = sr_processor(text=["猫", "老虎"], images=[PIL.Image.new("RGB", (40, 30), "white")] * 2)
+    assert by_pixels["pixel_values"].shape == (2, 3, 8, 8)  # read at half the 16 px the model draws
+    assert (by_pixels["input_ids"] == ids("[MASK]")).sum(-1).tolist() == [4, 4]
+    training = sr_processor(text=["猫"], image_codes=[[1, 2, 3, 4]], target_codes=[list(range(16))], return_labels=True)
+    assert training["input_ids"][0].tolist() == by_codes["input_ids"][0].tolist() + list(range(16))
+    assert torch.equal(training["labels"], training["input_ids"])
+
+
+def test_bad_sr_combinations_get_clear_errors(sr_processor):
+    with pytest.raises(ValueError, match="needs the input image"):
+        sr_processor(text="猫", task="super-resolution")
+    with pytest.raises(ValueError, match="4 codes"):
+        sr_processor(text="猫", image_codes=[list(range(16))])  # a full-size image is not the low-resolution input
+    with pytest.raises(ValueError, match="target_codes"):
+        sr_processor(text="猫", image_codes=[[1, 2, 3, 4]], return_labels=True)
+    with pytest.raises(ValueError, match="task='super-resolution'"):
+        sr_processor(text="猫", image_codes=[list(range(16))], task="image-to-text", target_codes=[[0] * 16])
+
+
+def test_a_base_processor_and_model_refuse_what_only_sr_models_do(sr_model):
+    from processing_cogview import CogViewProcessor
+
+    base = CogViewProcessor.from_sentencepiece(GOLDEN / "tokenizer" / "cog-pretrain.model", tiny_config(vocab_size=50100, text_vocab_size=50000))
+    with pytest.raises(ValueError, match="super-resolution model's processor"):
+        base(text="猫", image_codes=[[1, 2, 3, 4]], task="super-resolution")
+    prompt = torch.tensor([sr_prompt(sr_model.config, [70], [1, 2, 3, 4])])
+    with pytest.raises(ValueError, match="rerank_candidates=1"):
+        sr_model.generate(prompt, generation_mode="image", rerank_candidates=2)

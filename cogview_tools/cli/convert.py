@@ -51,12 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max_shard_size", type=shard_size, default=DEFAULT_MAX_SHARD_SIZE,
                         help='largest safetensors shard, e.g. "2GB" (default), "500MB" or bytes; a larger tensor gets a shard of its own')  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace output_dir if it exists and is not empty")
+    parser.add_argument("--super_resolution", action=argparse.BooleanOptionalAction, default=None,
+                        help="the checkpoint is cogview-sr (default: when its folder is named cogview-sr)")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         with sigterm_unwinds():
             result = convert(
                 args.checkpoint_path, args.output_dir, args.num_attention_heads, args.vqvae_path, args.tokenizer_path, DTYPES.get(args.dtype),
-                max_shard_size=args.max_shard_size, overwrite=args.overwrite, progress_bar=True,
+                max_shard_size=args.max_shard_size, overwrite=args.overwrite, progress_bar=True, super_resolution=args.super_resolution,
             )  # fmt: skip
     except CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -65,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"wrote {args.output_dir}: {config.num_hidden_layers} layers, hidden {config.hidden_size}, "
         f"{config.num_attention_heads} heads, vocab {config.vocab_size}, "
-        f"VQ-VAE {'yes' if config.vq_config is not None else 'no'}, {result.num_parameters:,} parameters "
+        f"VQ-VAE {'yes' if config.vq_config is not None else 'no'}, {'super-resolution, ' if config.super_resolution else ''}"
+        f"{result.num_parameters:,} parameters "
         f"in {len(result.weight_files)} file{'s' if len(result.weight_files) > 1 else ''}"
     )
     return 0
