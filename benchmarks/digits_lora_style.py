@@ -52,8 +52,9 @@ def samples(model, processor, count: int, seed: int, candidates: int) -> dict:
     """{(language, digit): images}: `count` images per prompt by the text-to-image pipeline with the generation_config
     defaults, each the best of `candidates` by self-reranking."""
     pipe = pipeline("text-to-image", model=model, processor=processor)
+    torch.manual_seed(seed)
     return {
-        (language, digit): draw(pipe, template.format(d=digit), count, seed=seed * 1000 + digit, rerank_candidates=candidates)
+        (language, digit): draw(pipe, template.format(d=digit), count, rerank_candidates=candidates)
         for language, template in PROMPTS.items()
         for digit in range(10)
     }

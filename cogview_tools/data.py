@@ -15,7 +15,9 @@ from datasets import Dataset, Image, load_dataset
 from .images import open_image
 
 
-TOKENIZED_COLUMNS = ("codes", "text_ids", "text")
+TOKENIZED_COLUMNS = ("codes", "text_ids", "text", "low_codes", "high_codes")
+# a super-resolution model's data: each image also at half (`low_codes`) and twice (`high_codes`) the model's size
+SCALES = {"low_codes": 0.5, "high_codes": 2}
 
 
 def load_image_folder(folder: str | Path, split: str | None = None) -> Dataset:
@@ -67,37 +69,49 @@ def tokenize_image_captions(
     num_proc: int | None = None,
     cache_file_name: str | None = None,
     fingerprint: str | None = None,
+    super_resolution: bool = False,
+    resample=None,
 ) -> Dataset:
     """Rows `codes` (the VQ-VAE's row-major codes), `text_ids` (the model's ids of the caption, read as text:
     "[BOI1]" in a caption stays characters), `text`, plus the dataset's scalar columns. Rows whose image does not
     decode or process are dropped: count them as `len(dataset) - len(result)`. With `cache_file_name`, the result
-    (per process with `num_proc`) is kept there and a rerun loads what was finished."""
+    (per process with `num_proc`) is kept there and a rerun loads what was finished.
+
+    `super_resolution`: also `low_codes` and `high_codes`, the image at half and at twice the image processor's size,
+    each resized once from the source image (with `resample`, e.g. `PIL.Image.LANCZOS`; default the processor's)."""
     if image_column not in dataset.column_names:
         raise ValueError(f"the dataset has no column {image_column!r} (columns: {', '.join(dataset.column_names)})")
     if isinstance(dataset.features[image_column], Image):
         dataset = dataset.cast_column(image_column, Image(decode=False))  # decoded by us, so a bad file is skipped
     extras = scalar_columns(dataset, skip=(image_column, text_column, *TOKENIZED_COLUMNS))
+    side = image_processor.crop_size["height"]
+    sizes = {"codes": side, **({name: round(side * scale) for name, scale in SCALES.items()} if super_resolution else {})}
+    options = {"resample": resample} if resample is not None else {}
+
+    def process(image, size: int):
+        return image_processor(image, size={"shortest_edge": size}, crop_size={"height": size, "width": size}, return_tensors="pt", **options)["pixel_values"]
 
     in_workers = num_proc is not None and num_proc > 1
 
     def encode(batch: dict) -> dict:
         if in_workers:  # a forked worker: torch's thread pool was the parent's, and waiting on it would hang
             torch.set_num_threads(1)
-        kept, pixels = [], []
+        kept, pixels = [], {name: [] for name in sizes}
         for index, value in enumerate(batch[image_column]):
             image = decoded_image(value)
             try:
-                processed = image_processor(image, return_tensors="pt")["pixel_values"] if image is not None else None
+                processed = {name: process(image, size) for name, size in sizes.items()} if image is not None else None
             except (ValueError, TypeError, OSError):  # odd images: wrong size, mode or content
                 processed = None
             if processed is not None:
                 kept.append(index)
-                pixels.append(processed)
+                for name, values in processed.items():
+                    pixels[name].append(values)
         texts = [batch[text_column][i] if text_column in batch else "" for i in kept]
         with torch.no_grad():
-            codes = vqvae.encode(torch.cat(pixels)).flatten(1).tolist() if pixels else []
+            codes = {name: vqvae.encode(torch.cat(values)).flatten(1).tolist() if values else [] for name, values in pixels.items()}
         text_ids = tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"] if texts else []
-        return {"codes": codes, "text_ids": text_ids, "text": texts, **{name: [batch[name][i] for i in kept] for name in extras}}
+        return {**codes, "text_ids": text_ids, "text": texts, **{name: [batch[name][i] for i in kept] for name in extras}}
 
     return dataset.map(
         encode,

@@ -3,6 +3,7 @@ by `HfArgumentParser`), the data collator, and resuming from the last complete c
 
 import hashlib
 import json
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from processing_cogview import CogViewProcessor
 
 
-TASKS = ("text-to-image", "image-to-text")
+TASKS = ("text-to-image", "image-to-text", "super-resolution", "magnify")
 
 
 @dataclass
@@ -33,7 +34,8 @@ class CogViewArguments:
     num_heads: int = field(default=8, metadata={"help": "from scratch: attention heads"})
     dropout: float = field(default=0.0, metadata={"help": "from scratch: hidden and attention dropout"})
     extra_positions: int = field(default=8, metadata={"help": "from scratch: positions beyond the longest training sequence"})
-    tasks: str = field(default="text-to-image,image-to-text", metadata={"help": "comma-separated: text-to-image, image-to-text (repeat one to weigh it)"})
+    tasks: str = field(default="text-to-image,image-to-text", metadata={"help": "comma-separated: text-to-image, image-to-text, super-resolution (half-size codes to the image's), magnify (a window of the image to the 2x image's); repeat one to weigh it"})
+    super_resolution: bool = field(default=False, metadata={"help": "make --model a super-resolution model (its config and processor say so; the release's SR sampling)"})
     text_dropout: float = field(default=0.0, metadata={"help": "fraction of text-to-image rows trained without caption (for guidance)"})
     txt_loss_scale: float | None = field(default=None, metadata={"help": "loss weight of text positions (default: the model's)"})
     lora_r: int = field(default=0, metadata={"help": "> 0: train LoRA adapters on q/k/v/o_proj and fc1/fc2"})
@@ -90,9 +92,12 @@ class CogViewTrainingArguments(TrainingArguments):
 
 class DataCollatorForCogView:
     """Stored rows (`codes`, `text_ids`) -> right-padded training sequences with labels, in the release layouts. Each
-    row becomes a text-to-image or a captioning sequence, drawn from `tasks` (repeat a task to weigh it). With
-    `text_dropout`, that fraction of text-to-image rows loses its caption, which teaches the unconditional
-    `[ROI1] [BASE] [BOI1]` that classifier-free guidance compares against.
+    row becomes a sequence of a task drawn from `tasks` (repeat a task to weigh it): text-to-image, captioning, or for
+    a super-resolution model (rows with `low_codes` and `high_codes`, see `cogview_tools.data`) super-resolution
+    (the half-size image to the image) and magnify (one of magnify's nine windows: a quarter-size block of the image
+    to the matching block of the 2x image, the release's crops). With `text_dropout`, that fraction of text-to-image
+    rows loses its caption, which teaches the unconditional `[ROI1] [BASE] [BOI1]` that classifier-free guidance
+    compares against.
 
     Every draw is a function of the seed, the epoch and the row itself (its codes and text), not of a random stream:
     a run killed at any point and resumed from a checkpoint collates exactly what the straight run did. The Trainer
@@ -116,6 +121,11 @@ class DataCollatorForCogView:
         draws = self.draws(row)
         task = draws.choice(self.tasks)
         text_ids = row["text_ids"]
+        if task == "super-resolution":
+            return self.processor.layout(task, text_ids, row["low_codes"], truncation=True, target_ids=row["codes"])
+        if task == "magnify":
+            source, target = magnify_crops(row["codes"], row["high_codes"], draws.randrange(9))
+            return self.processor.layout("super-resolution", text_ids, source, truncation=True, target_ids=target)
         if task == "text-to-image" and draws.random() < self.text_dropout:
             text_ids = []
         return self.processor.layout(task, text_ids, row["codes"], full=True, truncation=True)
@@ -133,6 +143,17 @@ class DataCollatorForCogView:
 
         def on_epoch_begin(self, args, state, control, **kwargs):
             self.collator.set_epoch(int(state.epoch or 0))
+
+
+def magnify_crops(codes: list[int], high_codes: list[int], window: int) -> tuple[list[int], list[int]]:
+    """Window `window` (0..8: row-major i, j) of magnify's plan on an S x S grid: its S/2 source block of `codes` and
+    the full S x S target block of the 2x grid `high_codes` that the window covers."""
+    side = math.isqrt(len(codes))
+    i, j = divmod(window, 3)
+    grid, high = torch.tensor(codes).view(side, side), torch.tensor(high_codes).view(2 * side, 2 * side)
+    source = grid[side // 4 * i : side // 4 * i + side // 2, side // 4 * j : side // 4 * j + side // 2]
+    target = high[side // 2 * i : side // 2 * i + side, side // 2 * j : side // 2 * j + side]
+    return source.reshape(-1).tolist(), target.reshape(-1).tolist()
 
 
 def last_complete_checkpoint(output_dir: str | Path) -> Path | None:

@@ -11,6 +11,7 @@ from transformers import (
     AutoProcessor,
     AutoTokenizer,
 )
+from transformers import pipelines as transformers_pipelines
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from configuration_cogview import COMMAND_TOKENS, CogViewConfig, CogViewVQVAEConfig
@@ -18,8 +19,8 @@ from processing_cogview import CogViewImageProcessor, CogViewProcessor, CogViewT
 
 from .modeling_cogview import CogViewForCausalLM, CogViewModel, CogViewPreTrainedModel
 from .modeling_cogview_vqvae import CogViewVQVAE
-from .pipeline_cogview import CogViewPipeline
-from .pipelines_cogview import CogViewImageToTextPipeline, CogViewTextToImagePipeline
+from .pipeline_cogview import CogViewPipeline, CogViewSuperResolutionPipeline
+from .pipelines_cogview import CogViewImageToTextPipeline, CogViewImageToImagePipeline, CogViewTextToImagePipeline
 
 
 AutoConfig.register("cogview", CogViewConfig, exist_ok=True)
@@ -34,6 +35,13 @@ AutoProcessor.register(CogViewConfig, CogViewProcessor, exist_ok=True)
 PIPELINE_REGISTRY.register_pipeline(
     "text-to-image", pipeline_class=CogViewTextToImagePipeline, pt_model=AutoModelForCausalLM, type="multimodal"
 )
+# transformers 5 removed its image-to-image task (REMOVED_TASKS sends users to diffusers, before any registry is
+# read): super-resolution takes the name back. A saved folder names the task in custom_pipelines, which transformers
+# reads before that check, so remote code needs nothing of the kind. tests/test_super_resolution.py pins this.
+transformers_pipelines.REMOVED_TASKS.pop("image-to-image", None)
+PIPELINE_REGISTRY.register_pipeline(
+    "image-to-image", pipeline_class=CogViewImageToImagePipeline, pt_model=AutoModelForCausalLM, type="image"
+)
 
 __all__ = [
     "COMMAND_TOKENS",
@@ -45,6 +53,8 @@ __all__ = [
     "CogViewPipeline",
     "CogViewPreTrainedModel",
     "CogViewProcessor",
+    "CogViewSuperResolutionPipeline",
+    "CogViewImageToImagePipeline",
     "CogViewTextToImagePipeline",
     "CogViewTokenizer",
     "CogViewTokenizerFast",

@@ -33,6 +33,7 @@ from .generation_cogview import (
 )
 from .modeling_cogview_vqvae import CogViewVQVAE
 from .remote_code import write_remote_code
+from .super_resolution_cogview import magnify
 
 
 class CogViewLayerNorm(nn.LayerNorm):
@@ -434,6 +435,16 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
             return self.best_of(output, candidates, chunk_size=scoring_chunk_size)[:, -grid:]
         output.sequences = output.sequences[:, -grid:]
         return output
+
+    @torch.no_grad()
+    def magnify(self, image_tokens: torch.LongTensor, text_ids: list[list[int]] | None = None, progress_bar: bool = False, **generate_kwargs) -> torch.LongTensor:
+        """A super-resolution model's 2x: S x S code grids [B, S, S] (S = `image_grid_size`), with their captions' text
+        ids (default: none), become 2S x 2S grids [B, 2S, 2S] through the release's nine windows (see
+        `super_resolution_cogview`); sampling options pass to `generate`, whose defaults are the generation config's."""
+        if not self.config.super_resolution:
+            raise ValueError("magnify needs a super-resolution model (config.super_resolution): convert cogview-sr or train one")
+        text_ids = text_ids if text_ids is not None else [[] for _ in range(len(image_tokens))]
+        return magnify(self, image_tokens, text_ids, progress_bar=progress_bar, **generate_kwargs)
 
     def _prepare_generation_config(self, generation_config: GenerationConfig | None, **kwargs):
         """Notes what the caller chose (a length, guidance) before the folder's defaults fill in the rest; guidance

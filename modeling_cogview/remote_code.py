@@ -32,6 +32,7 @@ RUNNING_FROM_BUNDLE = __package__ != "modeling_cogview"
 CUSTOM_PIPELINES = {
     "text-to-image": {"impl": "pipelines_cogview.CogViewTextToImagePipeline", "pt": ["AutoModelForCausalLM"], "type": "multimodal"},
     "image-to-text": {"impl": "pipelines_cogview.CogViewImageToTextPipeline", "pt": ["AutoModelForCausalLM"], "type": "multimodal"},
+    "image-to-image": {"impl": "pipelines_cogview.CogViewImageToImagePipeline", "pt": ["AutoModelForCausalLM"], "type": "image"},
 }
 
 

@@ -12,12 +12,16 @@ import json
 import sys
 from pathlib import Path
 
+import PIL.Image
 from datasets import load_dataset, load_from_disk
 
 from modeling_cogview import CogViewForCausalLM, CogViewVQVAE
 from processing_cogview import CogViewImageProcessor, CogViewProcessor, CogViewTokenizerFast
 
 from ..data import fingerprint_of, load_image_folder, only_split, read_bin, tokenize_image_captions
+
+
+RESAMPLE = {"bilinear": PIL.Image.BILINEAR, "lanczos": PIL.Image.LANCZOS}
 
 
 def load_encoder(path: str) -> tuple[CogViewVQVAE, CogViewImageProcessor]:
@@ -63,6 +67,10 @@ def main(argv=None) -> int:
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--batch_size", type=int, default=64, help="images encoded at once")
     parser.add_argument("--num_proc", type=int, default=None, help="processes (each keeps its finished part for a rerun)")
+    parser.add_argument("--super_resolution", action="store_true",
+                        help="a super-resolution model's data: each image also at half and twice the size (low_codes, high_codes)")
+    parser.add_argument("--resample", choices=("bilinear", "lanczos"), default=None,
+                        help="the resizing filter (default: the image processor's, bilinear as the release)")  # fmt: skip
     args = parser.parse_args(argv)
     output = Path(args.output_dir)
 
@@ -88,7 +96,9 @@ def main(argv=None) -> int:
         dataset = tokenize_image_captions(
             source, vqvae, image_processor, tokenizer, image_column=args.image_column, text_column=args.text_column,
             batch_size=args.batch_size, num_proc=args.num_proc, cache_file_name=str(output / "cache" / "tokenized.arrow"),
-            fingerprint=fingerprint_of(source._fingerprint, Path(args.vqvae).resolve(), Path(args.tokenizer).resolve(), args.batch_size),
+            fingerprint=fingerprint_of(source._fingerprint, Path(args.vqvae).resolve(), Path(args.tokenizer).resolve(), args.batch_size,
+                                       args.super_resolution, args.resample),
+            super_resolution=args.super_resolution, resample=RESAMPLE.get(args.resample),
         )  # fmt: skip
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -41,6 +41,8 @@ def parse_args(argv=None) -> tuple[CogViewArguments, CogViewTrainingArguments]:
         parser.error("give --model (continue from a model) or --vqvae with --tokenizer (from scratch), one of them")
     if args.vqvae and not args.tokenizer:
         parser.error("--vqvae (training from scratch) needs --tokenizer")
+    if args.super_resolution and not args.model:
+        parser.error("--super_resolution fine-tunes a model (--model): train a text-to-image model first, as the release did")
     try:
         args.task_list()
     except ValueError as error:
@@ -82,6 +84,19 @@ def longest_caption(dataset) -> int:
     return max(len(ids) for ids in dataset["text_ids"])
 
 
+def make_super_resolution(model: CogViewForCausalLM, processor: CogViewProcessor, dataset) -> None:
+    """Fine-tuning into a super-resolution model (as cogview-sr came from cogview-base): the config and the processor
+    say so, the longest sequence is what the data needs, and the folder samples as the release's SR scripts did."""
+    model.config.super_resolution = True
+    model.config.validate_layout()
+    processor.super_resolution = True
+    longest = 3 + longest_caption(dataset) + processor.source_seq_length + 5 + processor.image_seq_length
+    if longest > model.config.max_position_embeddings:
+        model.config.max_sequence_length = longest
+    processor.max_length = model.config.longest_sequence
+    model.generation_config = release_generation_config(model.config)
+
+
 def with_lora(model, args: CogViewArguments):
     from peft import LoraConfig, get_peft_model
 
@@ -108,7 +123,7 @@ def set_generation_defaults(model: CogViewForCausalLM, args: CogViewArguments, d
         "temperature": args.gen_temperature,
         "guidance_scale": args.gen_guidance_scale,
         "rerank_candidates": args.gen_rerank_candidates,
-        "caption_length": args.gen_caption_length or longest_caption(dataset),
+        "caption_length": args.gen_caption_length or (longest_caption(dataset) if "image-to-text" in args.task_list() else None),
     }
     for key, value in chosen.items():  # setattr: update() skips what GenerationConfig does not know (rerank_candidates)
         if value is not None:
@@ -194,6 +209,8 @@ def main(argv=None) -> int:
         model, processor = CogViewForCausalLM.from_pretrained(args.model), CogViewProcessor.from_pretrained(args.model)
         if args.txt_loss_scale is not None:
             model.config.txt_loss_scale = args.txt_loss_scale
+        if args.super_resolution:
+            make_super_resolution(model, processor, dataset)
     else:
         model, processor = new_model(args, dataset)
     trained = with_lora(model, args) if args.lora_r else model
