@@ -82,6 +82,22 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_sr_model_dir(tmp_path_factory) -> Path:
+    """A tiny random super-resolution model (draws 4x4 grids of 64 codes, 16 px; reads 2x2, 8 px) with CogView's real
+    tokenizer and a processor."""
+    from processing_cogview import CogViewProcessor
+
+    output = tmp_path_factory.mktemp("tiny-sr-model")
+    torch.manual_seed(0)
+    config = tiny_config(vocab_size=50100, text_vocab_size=50000, max_position_embeddings=64, super_resolution=True)
+    model = CogViewForCausalLM(config)
+    model.generation_config = release_generation_config(config)
+    model.save_pretrained(output)
+    CogViewProcessor.from_sentencepiece(GOLDEN / "tokenizer" / "cog-pretrain.model", config).save_pretrained(output)
+    return output
+
+
+@pytest.fixture(scope="session")
 def golden_model_dir(tmp_path_factory) -> Path:
     """The golden release-layout checkpoint, converted with its VQ-VAE and tokenizer."""
     output = tmp_path_factory.mktemp("golden-converted")

@@ -308,3 +308,96 @@ def test_a_base_processor_and_model_refuse_what_only_sr_models_do(sr_model):
     prompt = torch.tensor([sr_prompt(sr_model.config, [70], [1, 2, 3, 4])])
     with pytest.raises(ValueError, match="rerank_candidates=1"):
         sr_model.generate(prompt, generation_mode="image", rerank_candidates=2)
+
+
+# ---- entry points -------------------------------------------------------------------------------------------------
+
+
+def digit_like(size: int):
+    import numpy as np
+    import PIL.Image
+
+    canvas = np.zeros((size, size), np.uint8)
+    canvas[size // 4 : 3 * size // 4, size // 3 : size // 2] = 255
+    return PIL.Image.fromarray(canvas, "L")
+
+
+def test_image_to_image_pipeline_doubles_by_magnify_or_low_level(tiny_sr_model_dir):
+    import numpy as np
+    from transformers import pipeline
+
+    double = pipeline("image-to-image", model=str(tiny_sr_model_dir))
+    image = digit_like(16)
+    magnified = double(image, prompt="猫", seed=0)
+    assert magnified.size == (32, 32)  # read at the model's 16 px, doubled by the nine windows
+    assert np.array_equal(np.asarray(magnified), np.asarray(double(image, prompt="猫", seed=0)))
+    assert double(image, mode="low-level", seed=0).size == (16, 16)  # read at 8 px, drawn at 16
+    assert [output.size for output in double([image, image], seed=1)] == [(32, 32)] * 2
+    with pytest.raises(ValueError, match="mode must be"):
+        double(image, mode="bigger")
+
+
+def test_image_to_image_refuses_a_text_to_image_model(tiny_model_dir):
+    from transformers import pipeline
+
+    with pytest.raises(ValueError, match="super-resolution model"):
+        pipeline("image-to-image", model=str(tiny_model_dir))(digit_like(16))
+
+
+REMOTE_SR = """
+import sys
+for name in ("configuration_cogview", "processing_cogview", "modeling_cogview", "cogview_tools"):
+    sys.modules[name] = None
+import PIL.Image
+from transformers import pipeline
+out = pipeline("image-to-image", model=sys.argv[1], trust_remote_code=True)(PIL.Image.new("RGB", (16, 16), "white"), seed=0)
+print(type(out).__name__, out.size)
+"""
+
+
+@pytest.mark.slow
+def test_image_to_image_as_remote_code(tiny_sr_model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    env = {"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", REMOTE_SR, str(tiny_sr_model_dir)], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("Image (32, 32)")
+
+
+def test_diffusers_super_resolution_pipeline_and_its_saved_layout(tiny_sr_model_dir, tmp_path):
+    import numpy as np
+    from diffusers import DiffusionPipeline
+
+    from modeling_cogview import CogViewSuperResolutionPipeline
+
+    pipe = CogViewSuperResolutionPipeline.from_pretrained(tiny_sr_model_dir)
+    image = digit_like(16)
+    out = pipe(prompt="猫", image=image, generator=torch.Generator().manual_seed(0), progress_bar=False)
+    assert out.images[0].size == (32, 32)
+    floats = pipe(prompt=["猫", "虎"], image=[image, image], mode="low-level", output_type="np", progress_bar=False).images
+    assert floats.shape == (2, 16, 16, 3)
+    pipe.save_pretrained(tmp_path / "saved")
+    reloaded = DiffusionPipeline.from_pretrained(tmp_path / "saved", trust_remote_code=True)
+    again = reloaded(prompt="猫", image=image, generator=torch.Generator().manual_seed(0), progress_bar=False)
+    assert type(reloaded).__name__ == "CogViewSuperResolutionPipeline"
+    assert np.array_equal(np.asarray(out.images[0]), np.asarray(again.images[0]))
+
+
+def test_super_resolve_cli_and_the_text_to_image_chain(tiny_model_dir, tiny_sr_model_dir, tmp_path, capsys):
+    import PIL.Image
+
+    from cogview_tools.cli import generate, super_resolve
+
+    digit_like(16).save(tmp_path / "digit.png")
+    assert super_resolve.main(["--model", str(tiny_sr_model_dir), "--image", str(tmp_path / "digit.png"), "--prompt", "猫",
+                               "--output_dir", str(tmp_path / "sr"), "--no_progress"]) == 0  # fmt: skip
+    assert PIL.Image.open(tmp_path / "sr" / "digit-2x.png").size == (32, 32)
+    assert "16x16" not in capsys.readouterr().err
+    assert super_resolve.main(["--model", str(tiny_sr_model_dir), "--image", str(tmp_path / "none.png")]) == 2
+    assert "cannot read image" in capsys.readouterr().err
+    assert generate.main(["--model", str(tiny_model_dir), "--prompt", "猫", "--num_images", "2", "--sr_model", str(tiny_sr_model_dir),
+                          "--output_dir", str(tmp_path / "chain"), "--no_progress"]) == 0  # fmt: skip
+    assert PIL.Image.open(tmp_path / "chain" / "grid-2x.png").size == (2 * 32, 32)
+    assert PIL.Image.open(tmp_path / "chain" / "000-猫-1-2x.png").size == (32, 32)

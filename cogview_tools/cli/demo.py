@@ -1,8 +1,10 @@
-"""A web demo of a CogView model (gradio): text to image with a row-by-row preview, captioning with scores, and the
-model's facts. Serves the bundled digits model on CPU by default, at http://127.0.0.1:7860.
+"""A web demo of a CogView model (gradio): text to image with a row-by-row preview, captioning with scores,
+super-resolution with a super-resolution model (the bundled one by default), and the model's facts. Serves the
+bundled digits models on CPU by default, at http://127.0.0.1:7860.
 
 API (gradio_client): `Client(url).predict("a handwritten digit 7", api_name="/generate")` returns a gallery of
-images; `/caption` takes an image and returns captions with their scores."""
+images; `/caption` takes an image and returns captions with their scores; `/super_resolve` takes an image and returns
+it at twice the size."""
 
 import argparse
 import os
@@ -27,7 +29,7 @@ from modeling_cogview import CogViewForCausalLM  # noqa: E402
 from modeling_cogview.generation_cogview import DrawingDefaults, sampling_seed  # noqa: E402
 from processing_cogview import CogViewProcessor  # noqa: E402
 
-from ..hardware import DTYPES, add_model_argument  # noqa: E402
+from ..hardware import BUNDLED_MODEL, DTYPES, add_model_argument, bundled_model_folder  # noqa: E402
 from ..images import enlarge, image_grid  # noqa: E402
 
 
@@ -40,6 +42,7 @@ MAX_SEED = 2**31 - 1
 MAX_CAPTIONS = 8
 MAX_CAPTION_TOKENS = 20  # the release's caption length
 DISPLAY_SIDE = 128  # small images are enlarged by a whole factor (nearest neighbour) so their pixels stay exact
+BUNDLED_SR_MODEL = BUNDLED_MODEL.with_name("cogview-digits-sr")
 PAGE_CSS = (
     "#preview img, #gallery img { image-rendering: pixelated; }"  # the browser keeps them sharp too
     "#gallery .grid-wrap { min-height: 0; height: auto; }"  # as tall as its rows, not a fixed 450 px
@@ -90,7 +93,7 @@ def number_in(value, name: str, low: float, high: float, low_note: str = "") -> 
 class CogViewDemo:
     """A model folder's model and processor behind a lock: checked requests in, PIL images or captions out."""
 
-    def __init__(self, model_dir: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(self, model_dir: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32, sr_model_dir: str | Path | None = None):
         self.model_dir = Path(model_dir)
         self.device = torch.device(device)
         self.model = CogViewForCausalLM.from_pretrained(self.model_dir, dtype=dtype).to(self.device).eval()
@@ -105,6 +108,10 @@ class CogViewDemo:
         self.max_prompt_tokens = config.max_position_embeddings - 3 - self.num_image_tokens
         # the controls start where the model's generation_config is (guidance, top-k, temperature, candidates)
         self.defaults = DrawingDefaults.from_generation_config(self.model.generation_config)
+        self.sr_pipeline = None  # the super-resolution tab's model, when there is one
+        if sr_model_dir is not None:
+            sr_model = CogViewForCausalLM.from_pretrained(sr_model_dir, dtype=dtype).to(self.device).eval()
+            self.sr_pipeline = pipeline("image-to-image", model=sr_model, processor=CogViewProcessor.from_pretrained(sr_model_dir))
 
     # text to image
 
@@ -195,6 +202,23 @@ class CogViewDemo:
             scoring["pixel_values"] = scoring["pixel_values"].to(self.model.dtype)
             scores = self.model.caption_scores(**scoring).tolist()
         return sorted(zip(captions, scores), key=lambda pair: -pair[1])
+
+    # super-resolution
+
+    def super_resolve(self, image, prompt="", mode="magnify", seed=0) -> PIL.Image.Image:
+        """`image` at twice the size by the super-resolution model (`magnify`: read at the model's size, doubled by
+        the release's nine windows; `low-level`: read at half, drawn at full size)."""
+        if self.sr_pipeline is None:
+            raise ValueError("This demo runs without a super-resolution model (start it with --sr_model FOLDER).")
+        if image is None:
+            raise ValueError("Upload an image to double first.")
+        if mode not in ("magnify", "low-level"):
+            raise ValueError(f"mode must be magnify or low-level, got {mode!r}")
+        if not isinstance(prompt, str) or len(prompt) > MAX_PROMPT_CHARS:
+            raise ValueError(f"The caption must be text of at most {MAX_PROMPT_CHARS} characters.")
+        seed = whole_number(seed, "seed", 0, MAX_SEED)
+        with self.lock:
+            return self.sr_pipeline(image, prompt=prompt.strip(), mode=mode, seed=seed, progress_bar=False)
 
     def control_defaults(self) -> dict[str, float]:
         """Where the page's controls start: the model's own defaults (`DrawingDefaults`), within the controls' ranges."""
@@ -295,6 +319,14 @@ class DemoPage:
         """The `/generate` API: prompt (and options) in, a gallery of images out."""
         return self.demo.draw(self.request(prompt, num_images, seed, guidance_scale, candidates, top_k, temperature))
 
+    def super_resolve(self, image, prompt, mode, seed) -> tuple[PIL.Image.Image, str]:
+        """The `/super_resolve` API and the tab's button: the image in, the doubled image (shown enlarged) out."""
+        try:
+            doubled = self.demo.super_resolve(image, prompt, mode, seed)
+        except ValueError as error:
+            raise gr.Error(str(error), print_exception=False) from None
+        return enlarge(doubled, 2 * DISPLAY_SIDE), f"{image.width}x{image.height} in, {doubled.width}x{doubled.height} out ({mode})"
+
     def caption(self, image, num_captions, caption_tokens, seed) -> list[list]:
         try:
             pairs = self.demo.caption(image, num_captions, caption_tokens, seed)
@@ -379,6 +411,21 @@ def build_app(demo: CogViewDemo) -> gr.Blocks:
                     captions = gr.Dataframe(headers=["caption", "score"], datatype=["str", "number"], interactive=False,
                                             label="Captions, best first (score: sum of the caption's log-probabilities)",
                                             elem_id="captions")  # fmt: skip
+        if demo.sr_pipeline is not None:
+            with gr.Tab("Super-resolution"):
+                with gr.Row():
+                    with gr.Column():
+                        sr_image = gr.Image(label="Image to double", type="pil", sources=["upload", "clipboard"], elem_id="sr-image")
+                        sr_prompt = gr.Textbox(label="Its caption (optional)", max_lines=1, max_length=MAX_PROMPT_CHARS, elem_id="sr-prompt")
+                        sr_mode = gr.Radio(["magnify", "low-level"], value="magnify", elem_id="sr-mode",
+                                           label="magnify: read at the model's size, doubled by nine windows; low-level: read at half, drawn whole")  # fmt: skip
+                        sr_seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
+                        sr_button = gr.Button("Double", variant="primary", elem_id="super-resolve")
+                    with gr.Column():
+                        sr_status = gr.Markdown(elem_id="sr-status")
+                        sr_output = gr.Image(label="Twice the size", type="pil", interactive=False, elem_id="sr-output", format="png")
+            sr_button.click(page.super_resolve, [sr_image, sr_prompt, sr_mode, sr_seed], [sr_output, sr_status],
+                            api_name="super_resolve", concurrency_id="model")  # fmt: skip
         with gr.Tab("About the model"):
             gr.Markdown(demo.facts_markdown(), elem_id="facts")
             with gr.Accordion("Training card", open=False):
@@ -414,15 +461,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--dtype", default="float32", choices=sorted(DTYPES), help="model weights' dtype (default: float32)"
     )
+    sr_default = bundled_model_folder(BUNDLED_SR_MODEL)
+    parser.add_argument("--sr_model", default=str(sr_default) if sr_default else None,
+                        help="a super-resolution model folder for the Super-resolution tab (default: the bundled "
+                        f"{BUNDLED_SR_MODEL} when it is there)")  # fmt: skip
+    parser.add_argument("--no_sr", action="store_true", help="no Super-resolution tab")
     args = parser.parse_args(argv)
-    if not Path(args.model).is_dir():
-        parser.error(f"model folder not found: {args.model}")
+    if args.no_sr:
+        args.sr_model = None
+    for option, folder in (("--model", args.model), ("--sr_model", args.sr_model)):
+        if folder is not None and not Path(folder).is_dir():
+            parser.error(f"{option}: model folder not found: {folder}")
     return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    demo = CogViewDemo(args.model, device=args.device, dtype=DTYPES[args.dtype])
+    demo = CogViewDemo(args.model, device=args.device, dtype=DTYPES[args.dtype], sr_model_dir=args.sr_model)
     app = build_app(demo)
     # share=False: nothing leaves this machine; max_file_size bounds what an upload may cost
     app.launch(server_name=args.host, server_port=args.port, share=False, max_file_size="10mb", css=PAGE_CSS)

@@ -35,6 +35,10 @@ def parse_args(argv=None):
                         "(default: the model's rerank_candidates, else 1)")  # fmt: skip
     parser.add_argument("--batch_size", type=int, default=8, help="images generated at once")
     parser.add_argument("--scoring_chunk_size", type=int, default=8, help="candidates scored at once by self-reranking")
+    parser.add_argument("--sr_model", default=None,
+                        help="a super-resolution model (folder or Hub id): each image is also doubled, NAME-2x.png and "
+                        "grid-2x.png (text -> image -> 2x image)")  # fmt: skip
+    parser.add_argument("--sr_mode", choices=("magnify", "low-level"), default="magnify", help="how --sr_model doubles (default: magnify)")
     add_hardware_arguments(parser)
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
@@ -61,6 +65,14 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     draw = pipeline("text-to-image", model=model, processor=processor)
+    double = None
+    if args.sr_model:
+        try:
+            sr_model, sr_processor = load_model_and_processor(args.sr_model, args)
+            double = pipeline("image-to-image", model=sr_model, processor=sr_processor)
+        except (OSError, ValueError) as error:
+            print(f"error: --sr_model: {error}", file=sys.stderr)
+            return 2
     options = dict(
         guidance_scale=args.guidance_scale, top_k=args.top_k, temperature=args.temperature, rerank_candidates=args.candidates,
         scoring_chunk_size=args.scoring_chunk_size, progress_bar=not args.no_progress,
@@ -68,7 +80,7 @@ def main(argv=None) -> int:
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    all_images = []
+    all_images, all_doubled = [], []
     for index, prompt in enumerate(args.prompt):
         images = []
         for batch, start in enumerate(range(0, args.num_images, args.batch_size)):
@@ -81,10 +93,17 @@ def main(argv=None) -> int:
             images += [output["image"] for output in drawn]
         for i, image in enumerate(images):
             image.save(output_dir / f"{index:03d}-{slug(prompt)}-{i}.png")
+            if double is not None:
+                doubled = double(image, prompt=prompt, mode=args.sr_mode, seed=args.seed + i, progress_bar=not args.no_progress)
+                doubled.save(output_dir / f"{index:03d}-{slug(prompt)}-{i}-2x.png")
+                all_doubled.append(doubled)
         all_images += images
         print(f"{prompt!r}: {len(images)} images")
     image_grid(all_images, columns=args.num_images, gap=0).save(output_dir / "grid.png")
     print(f"wrote {len(all_images)} images and {output_dir / 'grid.png'}")
+    if all_doubled:
+        image_grid(all_doubled, columns=args.num_images, gap=0).save(output_dir / "grid-2x.png")
+        print(f"wrote {len(all_doubled)} doubled images and {output_dir / 'grid-2x.png'}")
     return 0
 
 
