@@ -63,15 +63,16 @@ def sampling_summary(generation_config: Any) -> str:
     return ", ".join(f"{key} {getattr(generation_config, key, None)}" for key in SAMPLING_KEYS)
 
 
-def card_data(content: CardContent) -> ModelCardData:
-    """The YAML metadata: what the Hub indexes, filters on, and builds its widgets and "Use this model" snippets from."""
-    tags = list(DEFAULT_TAGS)
+def card_data(content: CardContent, super_resolution: bool = False) -> ModelCardData:
+    """The YAML metadata: what the Hub indexes, filters on, and builds its widgets and "Use this model" snippets from.
+    A super-resolution model is an image-to-image one."""
+    tags = list(DEFAULT_TAGS) if not super_resolution else ["cogview", "image-to-image", "super-resolution", "vq-vae"]
     if content.adapter:
         tags += ["peft", "lora", f"base_model:adapter:{content.base_model}"]
     tags += content.tags
     return ModelCardData(
         library_name="peft" if content.adapter else "transformers",
-        pipeline_tag="text-to-image",
+        pipeline_tag="image-to-image" if super_resolution else "text-to-image",
         license=content.license,
         language=content.language or None,
         tags=list(dict.fromkeys(tags)),
@@ -79,7 +80,7 @@ def card_data(content: CardContent) -> ModelCardData:
         datasets=content.datasets or None,
         eval_results=content.eval_results or None,
         model_name=content.model_name if content.eval_results else None,
-        widget=[{"text": prompt} for prompt in content.sample_prompts] or None,
+        widget=[{"text": prompt} for prompt in content.sample_prompts] if content.sample_prompts and not super_resolution else None,
         inference=False,  # no Hub inference widget runs a CogView model: the card shows its own pictures instead
     )
 
@@ -107,10 +108,14 @@ def render_card(content: CardContent, config: Any, generation_config: Any, num_p
     """The card from `model_card.md`; the model table comes from the config, the sampling line from the generation
     config."""
     downsample = config.vq_config.downsample_factor if getattr(config, "vq_config", None) is not None else 8
+    super_resolution = bool(getattr(config, "super_resolution", False))
     example_prompt = content.sample_prompts[0] if content.sample_prompts else "一只可爱的猫"
     return ModelCard.from_template(
-        card_data(content),
+        card_data(content, super_resolution),
         template_str=card_template(),
+        super_resolution=super_resolution,
+        grid2=2 * config.image_grid_size,
+        image_size2=2 * config.image_grid_size * downsample,
         model_name=content.model_name,
         repo_id=content.repo_id,
         base_model=content.base_model,

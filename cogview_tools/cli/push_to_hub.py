@@ -196,7 +196,7 @@ def write_card_and_samples(args: argparse.Namespace, repo_id: str, folder: Path,
     existing = ModelCard.load(card_file, ignore_metadata_errors=True) if card_file.is_file() else None
     sections = card_sections(existing.text) if existing is not None else {}
     prompts = sample_prompts(args, existing)
-    if not prompts and not args.no_sample:
+    if not prompts and not args.no_sample and not json.loads((folder / "config.json").read_text()).get("super_resolution"):
         raise PushError("no prompts for the sample picture: pass --sample_prompts (or --no_sample)")
     if args.quality_json:
         try:
@@ -226,7 +226,7 @@ def write_card_and_samples(args: argparse.Namespace, repo_id: str, folder: Path,
         processor = CogViewProcessor.from_pretrained(folder)
     except (OSError, ValueError, KeyError) as error:
         raise PushError(f"{folder} does not load as a CogView model: {error}") from None
-    if not args.no_sample:
+    if not args.no_sample and not model.config.super_resolution:  # an SR model's picture would need input images
         candidates = args.sample_candidates or DrawingDefaults.from_generation_config(model.generation_config).rerank_candidates
         per_prompt = samples_per_prompt(prompts, SAMPLE_IMAGES)
         print(f"drawing {per_prompt * len(prompts)} samples (best of {candidates} each) for the card")

@@ -151,7 +151,7 @@ def write_model_card(
         datasets=[args.dataset_id] if args.dataset_id else None,
         sample_prompts=args.sample_prompts or [args.example_prompt],
     )
-    if processor is not None and not args.no_sample:
+    if processor is not None and not args.no_sample and not model.config.super_resolution:  # an SR model draws from images
         prompts = content.sample_prompts
         content.sample_caption = write_samples(output_dir, model, processor, prompts, samples_per_prompt(prompts), seed=training_args.seed)
         content.sample_image = SAMPLES_FILE
