@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-data}
 base=models/cogview-digits
-steps=${SR_STEPS:-2400}
+steps=${SR_STEPS:-3600}
 start=$(date +%s)
 
 python scripts/prepare_digits.py --output_dir "$work/digits-sr-source"
