@@ -33,6 +33,7 @@ CONSOLE_SCRIPTS = {
     "cogview-train": "train",
     "cogview-push": "push_to_hub",
     "cogview-super-resolve": "super_resolve",
+    "cogview-refresh-code": "refresh_code",
     "cogview-demo": "demo",
 }
 TEST = ["pytest>=8", "scikit-learn>=1.5", "mlxtend>=0.23", "gradio>=6.31,<7", "gradio_client>=2.7,<3", "selenium>=4.51,<5"]

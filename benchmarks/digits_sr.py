@@ -66,6 +66,12 @@ def main():
     parser.add_argument("--chain_samples", type=int, default=20, help="drawings per digit and language for the chain")
     parser.add_argument("--batch_size", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0, help="the sampling defaults were chosen on seed 1: report on another")
+    parser.add_argument("--split", choices=("test", "train"), default="test",
+                        help="held-out digits (default), or training digits, where the sampling defaults were chosen")
+    parser.add_argument("--top_k", type=int, default=None, help="default: the model's (for choosing defaults)")
+    parser.add_argument("--temperature", type=float, default=None, help="default: the model's (for choosing defaults)")
+    parser.add_argument("--no_chain", action="store_true", help="skip the text -> image -> 2x chain")
+    parser.add_argument("--result_name", default="digits_sr", help="the JSON file's name in --output_dir")
     parser.add_argument("--output_dir", default=str(ROOT / "benchmarks" / "results"))
     parser.add_argument("--picture", default=str(ROOT / "docs" / "digits_sr.png"))
     args = parser.parse_args()
@@ -76,7 +82,7 @@ def main():
     labels = np.asarray(labels, dtype=int)
     splits = prepare_digits.split_of_each_digit(labels, 50, random.Random(0))
     train = [i for i, s in splits if s == "train"]
-    test = [i for i, s in splits if s == "test"][: args.digits]
+    test = [i for i, s in splits if s == args.split][: args.digits]
     classifier = SVC(C=5.0, gamma="scale").fit(features([sources[i] for i in train]), labels[train])
     held_out = [sources[i] for i in test]
     truth = labels[test]
@@ -84,6 +90,7 @@ def main():
 
     model = CogViewForCausalLM.from_pretrained(args.model).eval()
     processor = CogViewProcessor.from_pretrained(args.model)
+    sampling = {"top_k": args.top_k, "temperature": args.temperature}  # None: the model's generation_config
 
     def text_ids(captions: list[str]) -> list[list[int]]:
         return processor.tokenizer(captions, add_special_tokens=False, split_special_tokens=True)["input_ids"]
@@ -94,7 +101,7 @@ def main():
         for start in range(0, len(images), args.batch_size):
             batch = [image.convert("RGB") for image in images[start : start + args.batch_size]]
             pixels = processor.image_processor(batch, return_tensors="pt")["pixel_values"]
-            codes = model.magnify(model.get_image_tokens(pixels), text_ids(captions[start : start + args.batch_size]))
+            codes = model.magnify(model.get_image_tokens(pixels), text_ids(captions[start : start + args.batch_size]), **sampling)
             doubled += processor.postprocess(model.decode_image_tokens(codes))
         return doubled
 
@@ -104,7 +111,7 @@ def main():
         for start in range(0, len(images), args.batch_size):
             batch = [image.convert("RGB") for image in images[start : start + args.batch_size]]
             inputs = processor(text=captions[start : start + args.batch_size], images=batch, task="super-resolution")
-            drawn += processor.postprocess(model.decode_image_tokens(model.generate(**inputs, generation_mode="image")))
+            drawn += processor.postprocess(model.decode_image_tokens(model.generate(**inputs, generation_mode="image", **sampling)))
         return drawn
 
     captions = [PROMPTS["en"].format(d=d) for d in truth]
@@ -142,10 +149,10 @@ def main():
     print(json.dumps(results, indent=2))
 
     # the chain: the bundled model's default pipeline draws, the SR model doubles what it drew
-    base = CogViewForCausalLM.from_pretrained(args.base).eval()
-    draw = pipeline("text-to-image", model=base, processor=CogViewProcessor.from_pretrained(args.base))
     chain = {}
-    for language, template in PROMPTS.items():
+    base = None if args.no_chain else CogViewForCausalLM.from_pretrained(args.base).eval()
+    draw = base and pipeline("text-to-image", model=base, processor=CogViewProcessor.from_pretrained(args.base))
+    for language, template in (PROMPTS.items() if base else []):
         drawn, prompts, asked = [], [], []
         for digit in range(10):
             images = [output["image"] for output in draw(template.format(d=digit), num_images_per_prompt=args.chain_samples, progress_bar=False)]
@@ -165,21 +172,24 @@ def main():
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "command": "python benchmarks/digits_sr.py",
         "seed": args.seed,
-        "held_out_digits": len(test),
+        "digits": f"{len(test)} {'held-out' if args.split == 'test' else 'training'} digits",
         "classifier_accuracy_on_real_held_out": round(float((classifier.predict(features(held_out)) == truth).mean()), 4),
-        "sampling": model.generation_config.to_diff_dict(),
+        "sampling": {**{k: v for k, v in model.generation_config.to_diff_dict().items() if k in ("top_k", "temperature")},
+                     **{k: v for k, v in sampling.items() if v is not None}},
         **results,
         "chain: text -> cogview-digits (default pipeline) -> magnify": {"samples_per_digit_per_language": args.chain_samples, **chain},
         "seconds": round(time.time() - start, 1),
     }
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    (output / "digits_sr.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    (output / f"{args.result_name}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    if args.split != "test":
+        return
     rows = []
     for index in range(8):  # input (32 px), bicubic, magnify, truth (64 px), a row each
         rows += [x32[index].resize((64, 64), PIL.Image.NEAREST), bicubic64[index], magnified[index].convert("L"), x64[index]]
     image_grid(rows, columns=4, min_side=128).save(args.picture)
-    print(f"wrote {output / 'digits_sr.json'} and {args.picture}")
+    print(f"wrote {output / (args.result_name + '.json')} and {args.picture}")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ class CogViewArguments:
     extra_positions: int = field(default=8, metadata={"help": "from scratch: positions beyond the longest training sequence"})
     tasks: str = field(default="text-to-image,image-to-text", metadata={"help": "comma-separated: text-to-image, image-to-text, super-resolution (half-size codes to the image's), magnify (a window of the image to the 2x image's); repeat one to weigh it"})
     super_resolution: bool = field(default=False, metadata={"help": "make --model a super-resolution model (its config and processor say so; the release's SR sampling)"})
-    text_dropout: float = field(default=0.0, metadata={"help": "fraction of text-to-image rows trained without caption (for guidance)"})
+    text_dropout: float = field(default=0.0, metadata={"help": "fraction of drawing rows (all but captioning) trained without caption: guidance's unconditional twin; SR from the image alone"})
     txt_loss_scale: float | None = field(default=None, metadata={"help": "loss weight of text positions (default: the model's)"})
     lora_r: int = field(default=0, metadata={"help": "> 0: train LoRA adapters on q/k/v/o_proj and fc1/fc2"})
     lora_alpha: int = 16
@@ -95,9 +95,9 @@ class DataCollatorForCogView:
     row becomes a sequence of a task drawn from `tasks` (repeat a task to weigh it): text-to-image, captioning, or for
     a super-resolution model (rows with `low_codes` and `high_codes`, see `cogview_tools.data`) super-resolution
     (the half-size image to the image) and magnify (one of magnify's nine windows: a quarter-size block of the image
-    to the matching block of the 2x image, the release's crops). With `text_dropout`, that fraction of text-to-image
-    rows loses its caption, which teaches the unconditional `[ROI1] [BASE] [BOI1]` that classifier-free guidance
-    compares against.
+    to the matching block of the 2x image, the release's crops). With `text_dropout`, that fraction of the drawing rows
+    (all but captioning) loses its caption: for text-to-image this teaches the unconditional `[ROI1] [BASE] [BOI1]`
+    that classifier-free guidance compares against; a super-resolution model learns to work from the image alone.
 
     Every draw is a function of the seed, the epoch and the row itself (its codes and text), not of a random stream:
     a run killed at any point and resumed from a checkpoint collates exactly what the straight run did. The Trainer
@@ -121,13 +121,13 @@ class DataCollatorForCogView:
         draws = self.draws(row)
         task = draws.choice(self.tasks)
         text_ids = row["text_ids"]
+        if task != "image-to-text" and draws.random() < self.text_dropout:
+            text_ids = []
         if task == "super-resolution":
             return self.processor.layout(task, text_ids, row["low_codes"], truncation=True, target_ids=row["codes"])
         if task == "magnify":
             source, target = magnify_crops(row["codes"], row["high_codes"], draws.randrange(9))
             return self.processor.layout("super-resolution", text_ids, source, truncation=True, target_ids=target)
-        if task == "text-to-image" and draws.random() < self.text_dropout:
-            text_ids = []
         return self.processor.layout(task, text_ids, row["codes"], full=True, truncation=True)
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:

@@ -437,14 +437,17 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         return output
 
     @torch.no_grad()
-    def magnify(self, image_tokens: torch.LongTensor, text_ids: list[list[int]] | None = None, progress_bar: bool = False, **generate_kwargs) -> torch.LongTensor:
+    def magnify(
+        self, image_tokens: torch.LongTensor, text_ids: list[list[int]] | None = None, progress_bar: bool = False, on_window=None, **generate_kwargs
+    ) -> torch.LongTensor:
         """A super-resolution model's 2x: S x S code grids [B, S, S] (S = `image_grid_size`), with their captions' text
         ids (default: none), become 2S x 2S grids [B, 2S, 2S] through the release's nine windows (see
-        `super_resolution_cogview`); sampling options pass to `generate`, whose defaults are the generation config's."""
+        `super_resolution_cogview`; `on_window(index, canvas)` after each); sampling options pass to `generate`, whose
+        defaults are the generation config's."""
         if not self.config.super_resolution:
             raise ValueError("magnify needs a super-resolution model (config.super_resolution): convert cogview-sr or train one")
         text_ids = text_ids if text_ids is not None else [[] for _ in range(len(image_tokens))]
-        return magnify(self, image_tokens, text_ids, progress_bar=progress_bar, **generate_kwargs)
+        return magnify(self, image_tokens, text_ids, progress_bar=progress_bar, on_window=on_window, **generate_kwargs)
 
     def _prepare_generation_config(self, generation_config: GenerationConfig | None, **kwargs):
         """Notes what the caller chose (a length, guidance) before the folder's defaults fill in the rest; guidance

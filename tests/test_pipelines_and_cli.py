@@ -71,13 +71,36 @@ def test_diffusers_pipeline_round_trip(tiny_model_dir, tmp_path):
     assert len(out.images) == 4 and out.images[0].size == (16, 16)
     same = pipe(["一只可爱的猫", "老虎"], num_images_per_prompt=2, generator=torch.Generator().manual_seed(0), progress_bar=False)
     assert all(np.array_equal(a, b) for a, b in zip(arrays(out.images), arrays(same.images)))
-    assert pipe("猫", output_type="pt", progress_bar=False).images.shape == (1, 3, 16, 16)
     assert pipe("猫", num_images_per_prompt=2, rerank_candidates=4, output_type="pt", progress_bar=False).images.shape == (2, 3, 16, 16)
 
     pipe.save_pretrained(tmp_path / "saved")
     reloaded = DiffusionPipeline.from_pretrained(tmp_path / "saved", trust_remote_code=True)
     again = reloaded(["一只可爱的猫", "老虎"], num_images_per_prompt=2, generator=torch.Generator().manual_seed(0), progress_bar=False)
     assert all(np.array_equal(a, b) for a, b in zip(arrays(out.images), arrays(again.images)))
+
+
+def test_diffusers_conventions_progress_callbacks_and_output_types(tiny_model_dir, capsys):
+    """self.progress_bar counts image rows (set_progress_bar_config applies), callback_on_step_end runs once per row
+    with the codes so far, output_type "latent" / "pt" / "np" / "pil" as diffusers' pipelines give them."""
+    pipe = CogViewPipeline.from_pretrained(tiny_model_dir)
+    pipe.set_progress_bar_config(desc="rows drawn")
+    seen = []
+    latent = pipe("猫", num_images_per_prompt=2, generator=torch.Generator().manual_seed(0), output_type="latent",
+                  callback_on_step_end=lambda p, step, timestep, kwargs: seen.append((step, tuple(kwargs["latents"].shape)))).images  # fmt: skip
+    assert "rows drawn" in capsys.readouterr().err
+    assert seen == [(row, (2, 4 * (row + 1))) for row in range(4)]  # 4 rows of 4 codes, both images
+    assert latent.shape == (2, 4, 4) and latent.dtype == torch.long
+    same = {"generator": torch.Generator().manual_seed(0), "num_images_per_prompt": 2, "progress_bar": False}
+    as_pt = pipe("猫", output_type="pt", **same).images
+    as_np = pipe("猫", output_type="np", **same).images
+    (as_pil,) = pipe("猫", return_dict=False, **same)
+    assert as_pt.shape == (2, 3, 16, 16) and as_pt.dtype == torch.float32 and 0 <= float(as_pt.min()) and float(as_pt.max()) <= 1
+    assert as_np.shape == (2, 16, 16, 3) and np.allclose(as_np, as_pt.permute(0, 2, 3, 1).numpy())
+    assert np.array_equal(np.asarray(as_pil[0]), np.round(as_np[0] * 255).astype(np.uint8))
+    with pytest.raises(ValueError, match="output_type"):
+        pipe("猫", output_type="jpeg")
+    with pytest.raises(ValueError, match="callback_on_step_end_tensor_inputs"):
+        pipe("猫", callback_on_step_end_tensor_inputs=["prompt_embeds"])
 
 
 def test_generate_cli(tiny_model_dir, tmp_path, capsys):

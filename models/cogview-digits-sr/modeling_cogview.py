@@ -1,0 +1,802 @@
+"""CogView: a GPT with Sandwich-LN and PB-relax over text tokens followed by VQ-VAE image tokens."""
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.distributed.utils import is_dtensor
+from transformers.generation import ClassifierFreeGuidanceLogitsProcessor, GenerationConfig, GenerationMixin, GenerationMode, LogitsProcessorList
+from transformers.generation.streamers import BaseStreamer
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, slice_logits_to_keep
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs, can_return_tuple
+from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.import_utils import is_torchdynamo_compiling
+from transformers.utils.output_capturing import capture_outputs
+
+from .configuration_cogview import CogViewConfig
+
+from .generation_cogview import (
+    CogViewGuidanceTwins,
+    CogViewLogitsProcessor,
+    CogViewProgressStreamer,
+    DrawingDefaults,
+    restarted_positions,
+)
+from .modeling_cogview_vqvae import CogViewVQVAE
+from .remote_code import write_remote_code
+from .super_resolution_cogview import magnify
+
+
+class CogViewLayerNorm(nn.LayerNorm):
+    """PB-relax LayerNorm: divide by max|x|/8 before an affine LayerNorm.
+
+    The release takes the max over the whole tensor; we take it per token (over the hidden dimension), which
+    reproduces the release's numbers to 2e-6 and keeps every sample and position independent of the others,
+    so batching and the KV cache are exact. Algebraically it only rescales eps, which is what protects fp16.
+    """
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        scale = hidden_states.detach().abs().amax(dim=-1, keepdim=True) / 8
+        scale = scale.clamp_min(torch.finfo(hidden_states.dtype).tiny)  # an all-zero token stays zero, not NaN
+        return super().forward(hidden_states / scale)
+
+
+def attend(module: nn.Module, scores: torch.Tensor, value: torch.Tensor, dropout: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masked scores -> fp32 softmax -> dropout -> weighted values [B, T, heads, d], and the weights."""
+    attn_weights = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
+    attn_weights = nn.functional.dropout(attn_weights, p=dropout, training=module.training)
+    return torch.matmul(attn_weights, value).transpose(1, 2).contiguous(), attn_weights
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs: Unpack[TransformersKwargs],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    # Q is scaled before the product, as in the release (the "change the order" half of PB-relax).
+    attn_weights = torch.matmul(query * scaling, key.transpose(2, 3))
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    return attend(module, attn_weights, value, dropout)
+
+
+def pb_relax_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs: Unpack[TransformersKwargs],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's PB-relax attention: softmax((Q/(alpha*sqrt(d)))K^T - max) * alpha), an identity that keeps
+    the half-precision product small; the subtraction and the softmax run in fp32."""
+    alpha = module.config.pb_relax_alpha
+    attn_weights = torch.matmul(query * (scaling / alpha), key.transpose(2, 3)).float()
+    attn_weights = (attn_weights - attn_weights.amax(dim=-1, keepdim=True).detach()) * alpha
+    if attention_mask is not None:
+        attn_weights = attn_weights + attention_mask
+    return attend(module, attn_weights, value, dropout)
+
+
+class CogViewAttention(nn.Module):
+    """Causal self-attention with biased Q/K/V/O projections (the release's fused `query_key_value`, split)."""
+
+    def __init__(self, config: CogViewConfig, layer_idx: int):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.head_dim = config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_dim**-0.5
+        self.num_key_value_groups = 1
+        self.is_causal = True
+        self.q_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.k_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.v_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.o_proj.is_output_layer = True  # a residual-branch output: smaller init (§3.6)
+        self.output_dropout = nn.Dropout(config.hidden_dropout)
+        self.eager_attention = eager_attention_forward if config.pb_relax_alpha is None else pb_relax_attention_forward
+
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.head_dim)
+        query_states = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        key_states = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        value_states = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+
+        if cache is not None:
+            key_states, value_states = cache.update(key_states, value_states, self.layer_idx, kwargs=kwargs)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, self.eager_attention
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query_states,
+            key_states,
+            value_states,
+            attention_mask,
+            dropout=0.0 if not self.training else self.config.attention_dropout,
+            scaling=self.scaling,
+            **kwargs,
+        )
+        attn_output = attn_output.reshape(*input_shape, -1).contiguous()
+        return self.output_dropout(self.o_proj(attn_output)), attn_weights
+
+
+class CogViewMLP(nn.Module):
+    def __init__(self, config: CogViewConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.fc2.is_output_layer = True  # a residual-branch output: smaller init (§3.6)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.fc2(self.act(self.fc1(hidden_states))))
+
+
+class CogViewDecoderLayer(GradientCheckpointingLayer):
+    """Sandwich-LN: x + LN(attn(LN(x))), then x + LN(mlp(LN(x))).
+
+    Release names: input_layernorm = `input_layernorm`, post_attention_layernorm = `third_layernorm`,
+    pre_feedforward_layernorm = `post_attention_layernorm`, post_feedforward_layernorm = `fourth_layernorm`.
+    """
+
+    def __init__(self, config: CogViewConfig, layer_idx: int):
+        super().__init__()
+        self.self_attn = CogViewAttention(config, layer_idx)
+        self.mlp = CogViewMLP(config)
+        self.input_layernorm = CogViewLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_attention_layernorm = CogViewLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.pre_feedforward_layernorm = CogViewLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_feedforward_layernorm = CogViewLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> torch.Tensor:
+        attn_output, _ = self.self_attn(self.input_layernorm(hidden_states), attention_mask, cache, **kwargs)
+        hidden_states = hidden_states + self.post_attention_layernorm(attn_output)
+        mlp_output = self.mlp(self.pre_feedforward_layernorm(hidden_states))
+        return hidden_states + self.post_feedforward_layernorm(mlp_output)
+
+
+class CogViewPreTrainedModel(PreTrainedModel):
+    config: CogViewConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["CogViewDecoderLayer", "CogViewVQVAE"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _can_compile_fullgraph = True
+    _supports_attention_backend = True
+    _can_record_outputs = {"hidden_states": CogViewDecoderLayer, "attentions": CogViewAttention}
+
+    def _init_weights(self, module):
+        """The release's init (§3.6): N(0, 0.02), output layers N(0, 0.02/sqrt(2*layers)), biases 0, LN (1, 0)."""
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            if getattr(module, "is_output_layer", False):
+                std = std / (2 * self.config.num_hidden_layers) ** 0.5
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+
+
+class CogViewModel(CogViewPreTrainedModel):
+    """The transformer: word + learned position embeddings, Sandwich-LN layers, a final LayerNorm."""
+
+    def __init__(self, config: CogViewConfig):
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embed_positions = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.embed_dropout = nn.Dropout(config.hidden_dropout)
+        self.layers = nn.ModuleList(
+            [CogViewDecoderLayer(config, layer_idx) for layer_idx in range(config.num_hidden_layers)]
+        )
+        self.norm = CogViewLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.gradient_checkpointing = False
+        self.post_init()
+
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @merge_with_config_defaults
+    @capture_outputs
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> BaseModelOutputWithPast:
+        if (input_ids is None) ^ (inputs_embeds is not None):
+            raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        if input_ids is not None:
+            if input_ids.shape[1] > 1 and not is_torchdynamo_compiling():  # decode steps sample from our own logits
+                self.check_ids_in_vocabulary(input_ids)
+            inputs_embeds = self.embed_tokens(input_ids)
+        if use_cache and cache is None and not self.training:  # training never reads a cache (and packs by position)
+            cache = DynamicCache(config=self.config)
+
+        if position_ids is None:
+            past_length = cache.get_seq_length() if cache is not None else 0
+            position_ids = self._positions_from_mask(attention_mask, inputs_embeds.shape[1], past_length, inputs_embeds.device)
+        if inputs_embeds.shape[1] > 1 and not is_torchdynamo_compiling():  # generate checks lengths before it starts
+            self.check_positions(position_ids)  # the largest position counts, so packed sequences fit
+
+        causal_mask = create_causal_mask(
+            config=self.config,
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            cache=cache,
+            position_ids=position_ids,
+        )
+        hidden_states = self.embed_dropout(inputs_embeds + self.embed_positions(position_ids))
+        for decoder_layer in self.layers:
+            # position_ids reach the attention kernels: flash-attention separates packed sequences by them
+            hidden_states = decoder_layer(hidden_states, attention_mask=causal_mask, cache=cache, position_ids=position_ids, **kwargs)
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache)
+
+    def check_positions(self, position_ids: torch.LongTensor):
+        if position_ids.numel() and int(position_ids.max()) >= self.config.max_position_embeddings:
+            raise ValueError(
+                f"position {int(position_ids.max())} exceeds max_position_embeddings ({self.config.max_position_embeddings}); "
+                "shorten the prompt or generate fewer tokens"
+            )
+
+    def check_ids_in_vocabulary(self, input_ids: torch.Tensor):
+        if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size):
+            raise ValueError(
+                f"input_ids must lie in [0, {self.config.vocab_size}), got values in "
+                f"[{int(input_ids.min())}, {int(input_ids.max())}]"
+            )
+
+    @staticmethod
+    def _positions_from_mask(
+        attention_mask: torch.Tensor | None, length: int, past_length: int, device: torch.device
+    ) -> torch.LongTensor:
+        """Learned absolute positions: with left padding the first real token must get position 0."""
+        if attention_mask is None or attention_mask.ndim != 2:
+            return (torch.arange(length, device=device) + past_length).unsqueeze(0)
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+        return positions[:, -length:]
+
+
+def weighted_causal_lm_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    input_ids: torch.Tensor,
+    text_threshold: int,
+    txt_loss_scale: float,
+    num_items_in_batch: torch.Tensor | int | None = None,
+    ignore_index: int = -100,
+) -> torch.Tensor:
+    """CogView's loss (§3.8): next-token cross-entropy where positions whose input is a text or command token
+    weigh `txt_loss_scale`; mean over the weights. Under gradient accumulation each micro-batch's weighted mean
+    counts in proportion to its labelled tokens (`num_items_in_batch`)."""
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:].to(shift_logits.device)
+    token_loss = nn.functional.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), ignore_index=ignore_index, reduction="none"
+    ).view_as(shift_labels)
+    labelled = shift_labels != ignore_index
+    weights = torch.where(input_ids[:, :-1].to(shift_logits.device) >= text_threshold, float(txt_loss_scale), 1.0)
+    weights = weights * labelled
+    loss = (token_loss * weights).sum() / weights.sum().clamp_min(1e-12)
+    if num_items_in_batch is not None:
+        loss = loss * labelled.sum() / num_items_in_batch
+    return loss
+
+
+class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
+    """The transformer with tied output logits, holding its frozen VQ-VAE as `vqvae` (when it has one)."""
+
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}
+    _pp_plan = {"lm_head": (["hidden_states"], ["logits"])}
+    output_modalities = ("image", "text")
+    # images enter as processor placeholders filled from pixel_values; declaring an image input would make the
+    # any-to-any pipeline demand torchvision, which CogView's own image processor does not need
+    input_modalities = ("text",)
+
+    def __init__(self, config: CogViewConfig):
+        super().__init__(config)
+        self.model = CogViewModel(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.vqvae = CogViewVQVAE._from_config(config.vq_config) if config.vq_config is not None else None
+        # half precision (bf16 too) can flip the VQ-VAE's nearest-code choices: it stays fp32 when there is one
+        self._keep_in_fp32_modules_strict = ["vqvae"] if self.vqvae is not None else []
+        self.post_init()
+        if self.vqvae is not None:
+            self.vqvae.requires_grad_(False)
+
+    @staticmethod
+    def _finalize_model_loading(model, load_config, loading_info):
+        loading_info = PreTrainedModel._finalize_model_loading(model, load_config, loading_info)
+        if getattr(model, "vqvae", None) is not None:  # the loader makes every floating-point parameter trainable
+            model.vqvae.requires_grad_(False)
+        return loading_info
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Also writes the code bundle (and names its pipelines in config.json), so the folder loads with
+        `trust_remote_code=True` where this project is not installed."""
+        if type(self) is not CogViewForCausalLM and type(self).__name__ == f"FSDP{CogViewForCausalLM.__name__}":
+            # FSDP2 swaps in a generated subclass defined in torch's files: transformers would copy those and name
+            # that class in auto_map. The bundle below names the real class.
+            type(self)._auto_class = None
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        write_remote_code(save_directory, model_class=f"modeling_cogview.{CogViewForCausalLM.__name__}")
+        return result
+
+    @torch.no_grad()
+    def generate(
+        self,
+        inputs: torch.Tensor | None = None,
+        *args,
+        streamer: BaseStreamer | None = None,
+        progress_bar: bool = False,
+        preview_callback: Callable[[torch.LongTensor], None] | None = None,
+        preview_every_rows: int = 4,
+        generation_mode: str | None = None,
+        rerank_candidates: int | None = None,
+        scoring_chunk_size: int = 8,
+        **kwargs,
+    ):
+        """`GenerationMixin.generate`; CogView's rules, default lengths and guidance come in through its hooks.
+
+        `generation_mode="image"` is the one call that draws (the any-to-any pipeline's route, as Janus): it returns
+        only the image tokens [batch * num_return_sequences, grid tokens], each image the best of
+        `rerank_candidates` samples by the model's self-reranking (default: the generation config's
+        `rerank_candidates`, see `DrawingDefaults`), `scoring_chunk_size` candidates scored at a time. Decode them
+        with `decode_image_tokens` and the processor's `postprocess`.
+
+        A keyword given as None takes the model's default (generation_config.json), as a pipeline's does.
+
+        On request, a progress bar (`progress_bar=True`) and a streaming preview (`preview_callback(codes_so_far)`
+        every `preview_every_rows` rows, every candidate's rows in `num_return_sequences` order) wrap any streamer
+        the caller gives."""
+        if generation_mode not in (None, "text", "image"):
+            raise ValueError(f"generation_mode must be 'text' or 'image', got {generation_mode!r}")
+        # None means "the model's default", as in a pipeline's signature: passed on, it would erase the folder's
+        # generation_config value (guidance_scale=None would turn its guidance off). top_k=0 and guidance_scale=1 turn
+        # those off.
+        kwargs = {key: value for key, value in kwargs.items() if value is not None}
+        candidates = 1
+        if generation_mode == "image":
+            generation_config = kwargs.get("generation_config") or self.generation_config
+            if rerank_candidates is None:
+                rerank_candidates = DrawingDefaults.from_generation_config(generation_config).rerank_candidates
+            candidates = int(rerank_candidates)
+            if candidates < 1:
+                raise ValueError(f"rerank_candidates must be at least 1, got {rerank_candidates}")
+            if candidates > 1:
+                if self.config.super_resolution:
+                    raise ValueError("self-reranking scores text-to-image samples; a super-resolution model draws with rerank_candidates=1")
+                if kwargs.get("return_dict_in_generate", generation_config.return_dict_in_generate):
+                    raise ValueError("self-reranking returns the chosen image tokens only: pass rerank_candidates=1 to get a dict")
+                per_prompt = kwargs.get("num_return_sequences") or generation_config.num_return_sequences or 1
+                kwargs["num_return_sequences"] = per_prompt * candidates
+        elif rerank_candidates is not None:
+            raise ValueError("rerank_candidates applies to generation_mode='image' (self-reranking of drawn images)")
+        prompt = inputs if inputs is not None else kwargs.get("input_ids")
+        if self.config.super_resolution and prompt is not None and kwargs.get("position_ids") is None:
+            # the release's inference rule for the prompt; generate adds one per new token, which is the rule too
+            mask = kwargs.get("attention_mask")
+            kwargs["position_ids"] = restarted_positions(
+                prompt, mask, self.restart_token_id, training=False, max_positions=self.config.max_position_embeddings
+            )
+        if progress_bar or preview_callback is not None:
+            total = kwargs.get("max_new_tokens") or (self._default_new_tokens(prompt, self.generation_config) if prompt is not None else None)
+            streamer = CogViewProgressStreamer(
+                total, self.config.image_grid_size, progress_bar, preview_callback, preview_every_rows, inner=streamer
+            )
+        output = super().generate(inputs, *args, streamer=streamer, **kwargs)
+        if generation_mode != "image":
+            return output
+        grid = self.config.num_image_tokens
+        if isinstance(output, torch.Tensor):
+            return self.best_of(output, candidates, chunk_size=scoring_chunk_size)[:, -grid:]
+        output.sequences = output.sequences[:, -grid:]
+        return output
+
+    @torch.no_grad()
+    def magnify(
+        self, image_tokens: torch.LongTensor, text_ids: list[list[int]] | None = None, progress_bar: bool = False, on_window=None, **generate_kwargs
+    ) -> torch.LongTensor:
+        """A super-resolution model's 2x: S x S code grids [B, S, S] (S = `image_grid_size`), with their captions' text
+        ids (default: none), become 2S x 2S grids [B, 2S, 2S] through the release's nine windows (see
+        `super_resolution_cogview`; `on_window(index, canvas)` after each); sampling options pass to `generate`, whose
+        defaults are the generation config's."""
+        if not self.config.super_resolution:
+            raise ValueError("magnify needs a super-resolution model (config.super_resolution): convert cogview-sr or train one")
+        text_ids = text_ids if text_ids is not None else [[] for _ in range(len(image_tokens))]
+        return magnify(self, image_tokens, text_ids, progress_bar=progress_bar, on_window=on_window, **generate_kwargs)
+
+    def _prepare_generation_config(self, generation_config: GenerationConfig | None, **kwargs):
+        """Notes what the caller chose (a length, guidance) before the folder's defaults fill in the rest; guidance
+        moves into the model inputs, where `prepare_inputs_for_generation` builds the twins."""
+        explicit = generation_config if generation_config is not None else GenerationConfig()
+        length_given = "max_new_tokens" in kwargs or "max_length" in kwargs or generation_config is not None
+        guidance_given = kwargs.get("guidance_scale", explicit.guidance_scale) is not None
+        generation_config, model_kwargs = super()._prepare_generation_config(generation_config, **kwargs)
+        scale = generation_config.guidance_scale
+        generation_config.guidance_scale = None  # never the library's unbatched variant: ours runs in one batch
+        if scale is not None and scale != 1:
+            if generation_config.num_beams > 1:
+                raise ValueError("guidance_scale does not work with beam search (num_beams > 1): use sampling or greedy")
+            model_kwargs["guidance_scale"] = (float(scale), guidance_given)
+        generation_config._cogview_length_given = length_given
+        return generation_config, model_kwargs
+
+    def _prepare_model_inputs(self, inputs=None, bos_token_id=None, model_kwargs=None):
+        """The value checks of a prompt, once per call (not per step): ids in range, no unfilled image placeholders,
+        guidance only for image prompts. Records where the open image's grid ends, for the image-rows head."""
+        inputs, input_name, model_kwargs = super()._prepare_model_inputs(inputs, bos_token_id, model_kwargs)
+        guidance = model_kwargs.pop("guidance_scale", None)
+        if input_name != "input_ids" or inputs.shape[1] == 0:
+            if guidance is not None and guidance[1]:
+                raise ValueError("guidance_scale needs input_ids (a text-to-image prompt), not inputs_embeds")
+            return inputs, input_name, model_kwargs
+        self.model.check_ids_in_vocabulary(inputs)
+        if model_kwargs.get("pixel_values") is None:
+            self._check_no_placeholders(inputs)
+        filled = CogViewLogitsProcessor(self.config).image_tokens_so_far(inputs)
+        in_open_image = bool((filled >= 0).all())
+        if guidance is not None:
+            scale, given = guidance
+            if in_open_image:
+                model_kwargs["guidance_scale"] = scale
+                model_kwargs["guidance_text_start"] = CogViewGuidanceTwins(self.config).text_start(inputs)
+            elif given:  # a folder's default guidance applies to image prompts; captions ignore it
+                raise ValueError("guidance_scale applies to text-to-image prompts (ending in an open [BOI1] image)")
+        if in_open_image and len(set(filled.tolist())) == 1:
+            model_kwargs["image_grid_end"] = inputs.shape[1] + self.config.num_image_tokens - int(filled[0])
+        return inputs, input_name, model_kwargs
+
+    def _prepare_generated_length(
+        self, generation_config, has_default_max_length, has_default_min_length, model_input_name, input_ids_length, inputs_tensor
+    ):
+        """Default length from the prompt's layout: the rest of an open image grid (a completion generates just the
+        missing rows), or 20 tokens of a caption. The whole sequence must fit the learned positions."""
+        if not getattr(generation_config, "_cogview_length_given", True) and model_input_name == "input_ids":
+            new_tokens = self._default_new_tokens(inputs_tensor, generation_config)
+            if new_tokens is not None:
+                generation_config.max_new_tokens, generation_config.max_length = new_tokens, None
+                has_default_max_length = False
+        generation_config = super()._prepare_generated_length(
+            generation_config, has_default_max_length, has_default_min_length, model_input_name, input_ids_length, inputs_tensor
+        )
+        prompt_length = inputs_tensor.shape[1] if model_input_name == "inputs_embeds" else input_ids_length
+        total_length = prompt_length + generation_config.max_length - input_ids_length
+        if total_length > self.config.longest_sequence:
+            limit = "max_sequence_length" if self.config.max_sequence_length else "max_position_embeddings"
+            raise ValueError(
+                f"a prompt of {prompt_length} tokens plus {total_length - prompt_length} new ones exceeds "
+                f"{limit} ({self.config.longest_sequence}); shorten the prompt or generate fewer tokens"
+            )
+        return generation_config
+
+    def _default_new_tokens(self, input_ids: torch.LongTensor, generation_config: GenerationConfig) -> int | None:
+        _, filled, in_caption = CogViewLogitsProcessor(self.config).layout(input_ids)
+        if bool((filled >= 0).all()):
+            if len(set(filled.tolist())) != 1:
+                raise ValueError(f"the prompts have different numbers of image tokens already ({filled.tolist()}); pass max_new_tokens")
+            return self.config.num_image_tokens - int(filled[0])
+        if bool(in_caption.all()):  # caption prompts, with or without text begun
+            caption_length = DrawingDefaults.from_generation_config(generation_config).caption_length
+            return max(1, min(caption_length, self.config.longest_sequence - input_ids.shape[1]))
+        return None
+
+    def _prepare_cache_for_generation(self, generation_config, model_kwargs, generation_mode, batch_size, max_cache_length):
+        if model_kwargs.get("guidance_scale") is not None:
+            batch_size *= 2  # each row and its unconditional twin
+            if model_kwargs.get("attention_mask") is None:  # generate drops an all-ones mask; the twins are padded
+                rows = len(model_kwargs["guidance_text_start"])
+                model_kwargs["attention_mask"] = torch.ones(rows, generation_config._mask_length, dtype=torch.long, device=self.device)
+        return super()._prepare_cache_for_generation(generation_config, model_kwargs, generation_mode, batch_size, max_cache_length)
+
+    def _get_logits_processor(self, generation_config, *args, logits_processor=None, model_kwargs=None, **kwargs):
+        """CogView's rules before top-k (unless the caller brings their own instance), and guidance before all. While
+        every row fills an image, the rules hand on only the image columns (see `CogViewLogitsProcessor`), when what
+        follows them reads scores by value and nothing keeps the scores (`output_scores`) or needs the full width
+        (beams, assisted decoding)."""
+        logits_processor = LogitsProcessorList(logits_processor or [])
+        rules = None
+        if not any(isinstance(p, CogViewLogitsProcessor) for p in logits_processor):
+            rules = CogViewLogitsProcessor(self.config)
+            logits_processor.insert(0, rules)
+        processors = super()._get_logits_processor(generation_config, *args, logits_processor=logits_processor, model_kwargs=model_kwargs, **kwargs)
+        model_kwargs = model_kwargs or {}
+        if model_kwargs.get("guidance_scale") is not None:
+            processors.insert(0, ClassifierFreeGuidanceLogitsProcessor(model_kwargs["guidance_scale"]))
+        narrow = (
+            rules is not None
+            and model_kwargs.get("image_grid_end") is not None
+            and generation_config.get_generation_mode() in (GenerationMode.SAMPLE, GenerationMode.GREEDY_SEARCH)
+            and not (generation_config.return_dict_in_generate and generation_config.output_scores)
+            and all(isinstance(p, CogViewLogitsProcessor.WIDTH_AGNOSTIC) for p in processors[processors.index(rules) + 1 :])
+        )
+        if narrow:
+            rules.image_grid_end = model_kwargs["image_grid_end"]
+        return processors
+
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        next_sequence_length: int | None = None,
+        cache: Cache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        is_first_iteration: bool | None = False,
+        guidance_scale: float | None = None,
+        guidance_text_start: torch.LongTensor | None = None,
+        image_grid_end: int | None = None,
+        **kwargs,
+    ):
+        """Doubles the batch with the unconditional twins under guidance, and asks for image-only logits while the
+        whole batch is inside an image (a Python comparison of lengths: no tensor is read)."""
+        length = attention_mask.shape[1] if attention_mask is not None else input_ids.shape[1]
+        if guidance_scale is not None:
+            if next_sequence_length is not None:  # the twins are built for the ids this call runs
+                input_ids, next_sequence_length = input_ids[:, -next_sequence_length:], None
+            positions = kwargs["position_ids"][..., -input_ids.shape[1] :]
+            input_ids, attention_mask, kwargs["position_ids"] = CogViewGuidanceTwins(self.config).double(
+                input_ids, attention_mask, positions, guidance_text_start
+            )
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids,
+            next_sequence_length=next_sequence_length,
+            cache=cache,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            is_first_iteration=is_first_iteration,
+            **kwargs,
+        )
+        if image_grid_end is not None and length < image_grid_end:
+            model_inputs["image_tokens_only"] = True
+        return model_inputs
+
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        pixel_values: torch.FloatTensor | None = None,
+        image_tokens_only: bool = False,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> CausalLMOutputWithPast:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`, *optional*):
+            Images whose VQ codes replace the image placeholders (`[MASK]`) that `CogViewProcessor` put in
+            `input_ids` (and in `labels`), one image per sequence.
+        image_tokens_only (`bool`, *optional*, defaults to `False`):
+            Compute logits only over the image ids (the first `image_vocab_size` rows of the tied head); every other
+            id gets the dtype's lowest value. `generate` sets it while every row is inside an image, where CogView's
+            rules allow nothing else: 28% of the weights read per step at the release's size.
+        """
+        if pixel_values is not None:
+            input_ids, labels = self.fill_image_placeholders(input_ids, labels, pixel_values)
+        elif input_ids is not None and input_ids.shape[1] >= self.config.num_image_tokens and not is_torchdynamo_compiling():
+            self._check_no_placeholders(input_ids)
+        if position_ids is None and self.config.super_resolution and input_ids is not None:
+            # a whole sequence: the release's training rule for training sequences, its inference rule otherwise
+            mask = attention_mask if attention_mask is not None and attention_mask.ndim == 2 else None
+            position_ids = restarted_positions(
+                input_ids, mask, self.restart_token_id, training=labels is not None, max_positions=self.config.max_position_embeddings
+            )
+        outputs: BaseModelOutputWithPast = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
+        logits = self.image_logits(hidden_states) if image_tokens_only else self.lm_head(hidden_states)
+
+        loss = None
+        if labels is not None:
+            loss = self._loss(logits, labels, input_ids, **kwargs)
+        return CausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+    @property
+    def restart_token_id(self) -> int:
+        """`[ROI2]`: where a super-resolution model's positions restart."""
+        return self.config.command_token_id("[ROI2]")
+
+    def image_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Full-width logits of which only the image ids are computed (the rest hold the dtype's lowest value, so
+        sampling draws from the same distribution and the same random numbers as with the full head)."""
+        # Tensor parallel splits the head over the vocabulary, and a wrapped head (a PEFT LoRA on lm_head) adds more
+        # than its weight: both use the head's own output.
+        if is_dtensor(self.lm_head.weight) or type(self.lm_head) is not nn.Linear:
+            logits = self.lm_head(hidden_states)
+            is_image_id = torch.arange(logits.shape[-1], device=logits.device) < self.config.image_vocab_size
+            return logits.masked_fill(~is_image_id, torch.finfo(logits.dtype).min)
+        image_logits = nn.functional.linear(hidden_states, self.lm_head.weight[: self.config.image_vocab_size])
+        logits = image_logits.new_full((*image_logits.shape[:-1], self.config.vocab_size), torch.finfo(image_logits.dtype).min)
+        logits[..., : self.config.image_vocab_size] = image_logits
+        return logits
+
+    def _loss(self, logits, labels, input_ids, **kwargs) -> torch.Tensor:
+        if self.config.txt_loss_scale == 1:
+            return self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        if input_ids is None:
+            raise ValueError("txt_loss_scale != 1 weighs positions by their input token: pass input_ids")
+        return weighted_causal_lm_loss(
+            logits,
+            labels,
+            input_ids,
+            text_threshold=self.config.text_token_offset,
+            txt_loss_scale=self.config.txt_loss_scale,
+            num_items_in_batch=kwargs.get("num_items_in_batch"),
+        )
+
+    def _check_no_placeholders(self, input_ids: torch.LongTensor):
+        """A whole image of [MASK] placeholders without pixels would be read as tokens: refuse it."""
+        placeholders = (input_ids == self.config.command_token_id("[MASK]")).sum(-1)
+        if bool((placeholders >= self.config.num_image_tokens).any()):
+            raise ValueError(
+                "input_ids hold image placeholders ([MASK]) but no pixel_values were given: pass the processor's "
+                "pixel_values too, or image_codes to the processor instead of images"
+            )
+
+    def fill_image_placeholders(
+        self, input_ids: torch.LongTensor, labels: torch.LongTensor | None, pixel_values: torch.FloatTensor
+    ) -> tuple[torch.LongTensor, torch.LongTensor | None]:
+        """Ids are codes in CogView, so an encoded image simply takes the placeholder positions of its sequence."""
+        if input_ids is None:
+            raise ValueError("pixel_values need input_ids holding the image placeholders (build them with CogViewProcessor)")
+        placeholders = input_ids == self.config.command_token_id("[MASK]")
+        codes = self.get_image_tokens(pixel_values).to(input_ids.device)  # the VQ-VAE may sit on another device
+        per_sequence = placeholders.sum(-1)
+        if codes.shape[0] != input_ids.shape[0] or not bool((per_sequence == codes.shape[1]).all()):
+            raise ValueError(
+                f"each sequence needs one image of {codes.shape[1]} codes in its placeholders; got "
+                f"{per_sequence.tolist()} placeholders for {codes.shape[0]} images"
+            )
+        input_ids = input_ids.masked_scatter(placeholders, codes)
+        if labels is not None:  # position by position, so a row's labels take that row's codes
+            labels = torch.where(labels == self.config.command_token_id("[MASK]"), input_ids, labels)
+        return input_ids, labels
+
+    @torch.no_grad()
+    def caption_scores(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        chunk_size: int = 8,
+    ) -> torch.FloatTensor:
+        """Self-reranking (§6.3): per sequence `[BASE] [BOI1] image [EOI1] [ROI1] text`, the sum of log p(text token)
+        over the text after the last [ROI1], with image ids excluded from the softmax. Higher is better.
+
+        Logits are computed only for the caption tail, `chunk_size` sequences at a time: memory does not grow with
+        vocabulary x image positions x candidates (a full grid is 1024 of the ~1050 positions)."""
+        if pixel_values is not None:
+            input_ids, _ = self.fill_image_placeholders(input_ids, None, pixel_values)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        roi = self.config.command_token_id("[ROI1]")
+        last_roi = torch.where(input_ids == roi, positions, -1).amax(-1)
+        if bool((last_roi < 0).any()):
+            raise ValueError("every sequence needs [ROI1] before its caption (build them with processor(images=, text=))")
+        tail = input_ids.shape[1] - 1 - int(last_roi.min())  # the targets that may be scored, at the end of every row
+        scores = []
+        for start in range(0, len(input_ids), chunk_size):
+            ids = input_ids[start : start + chunk_size]
+            mask = attention_mask[start : start + chunk_size] if attention_mask is not None else None
+            logits = self(ids, attention_mask=mask, logits_to_keep=tail + 1, use_cache=False).logits[:, :-1].float()
+            logits[..., : self.config.image_vocab_size] = -float("inf")
+            token_logprobs = logits.log_softmax(-1).gather(-1, ids[:, -tail:, None]).squeeze(-1)
+            scored = positions[-tail:] > last_roi[start : start + chunk_size, None]  # targets after [ROI1]
+            if mask is not None:
+                scored = scored & mask[:, -tail:].bool()
+            scores.append(torch.where(scored, token_logprobs, 0.0).sum(-1))
+        return torch.cat(scores)
+
+    @torch.no_grad()
+    def self_rerank_scores(self, sequences: torch.LongTensor, chunk_size: int = 8) -> torch.FloatTensor:
+        """CogView's self-reranking of its own samples: each generated `[ROI1] text [BASE] [BOI1] image` sequence
+        is scored by `caption_scores` of its text given its image (higher is better; keep the best of several)."""
+        roi, base, boi, eoi = (self.config.command_token_id(t) for t in ("[ROI1]", "[BASE]", "[BOI1]", "[EOI1]"))
+        grid = self.config.num_image_tokens
+        captions = []
+        for row in sequences.tolist():
+            if roi not in row or base not in row[row.index(roi) :]:
+                raise ValueError("self-reranking takes text-to-image sequences: [ROI1] text [BASE] [BOI1] image")
+            start = row.index(roi) + 1
+            captions.append([base, boi, *row[-grid:], eoi, roi, *row[start : row.index(base, start)]])
+        longest = max(len(c) for c in captions)
+        ids = torch.tensor([[self.config.pad_token_id] * (longest - len(c)) + c for c in captions], device=sequences.device)
+        mask = torch.tensor([[0] * (longest - len(c)) + [1] * len(c) for c in captions], device=sequences.device)
+        return self.caption_scores(ids, attention_mask=mask, chunk_size=chunk_size)
+
+    def best_of(self, sequences: torch.LongTensor, candidates: int, chunk_size: int = 8) -> torch.LongTensor:
+        """Of each consecutive group of `candidates` samples (generate's num_return_sequences order), the one the
+        model's self-reranking scores highest (`chunk_size` candidates scored at a time)."""
+        if candidates <= 1:
+            return sequences
+        scores = self.self_rerank_scores(sequences, chunk_size=chunk_size).view(-1, candidates)
+        return sequences.view(-1, candidates, sequences.shape[-1])[torch.arange(len(scores)), scores.argmax(-1)]
+
+    def _require_vqvae(self) -> CogViewVQVAE:
+        if self.vqvae is None:
+            raise ValueError(
+                "this checkpoint has no VQ-VAE (config.vq_config is None); convert it with --vqvae_path to encode "
+                "or decode images"
+            )
+        return self.vqvae
+
+    @torch.no_grad()
+    def get_image_tokens(self, pixel_values: torch.Tensor) -> torch.LongTensor:
+        """Normalised pixels [B, C, H, W] -> image token ids [B, (H/f)*(W/f)], row-major (image ids = codes)."""
+        return self._require_vqvae().encode(pixel_values).flatten(1)
+
+    @torch.no_grad()
+    def decode_image_tokens(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        """Image token ids [B, h*w] (or codes [B, h, w]) -> normalised pixels [B, C, H, W]."""
+        vqvae = self._require_vqvae()
+        if image_tokens.ndim == 2:
+            side = int(round(image_tokens.shape[1] ** 0.5))
+            if side * side != image_tokens.shape[1]:
+                raise ValueError(f"{image_tokens.shape[1]} image tokens do not form a square grid; pass [B, h, w]")
+            image_tokens = image_tokens.view(-1, side, side)
+        return vqvae.decode(image_tokens)
+
+
+# save_pretrained writes auto_map, so a saved folder names its classes for remote code
+CogViewForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+
+__all__ = ["CogViewForCausalLM", "CogViewLayerNorm", "CogViewModel", "CogViewPreTrainedModel"]
