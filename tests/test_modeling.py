@@ -4,6 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, DynamicCache, StaticCache
+from transformers.testing_utils import CaptureLogger
 
 from configuration_cogview import CogViewConfig
 from conftest import tiny_config
@@ -89,16 +90,30 @@ def test_attention_backends_agree_with_eager(implementation):
     torch.testing.assert_close(other[1], eager[1], atol=1e-5, rtol=1e-4)
 
 
-def test_pb_relax_attention_is_an_identity_in_fp32():
+def test_pb_relax_is_an_attention_implementation_and_an_identity_in_fp32(tmp_path):
+    from transformers.utils import logging as transformers_logging
+
     torch.manual_seed(0)
     model = CogViewForCausalLM(tiny_config(pb_relax_alpha=32)).eval()
-    model.set_attn_implementation("eager")
+    model.set_attn_implementation("pb_relax")
     ids = random_ids(2, 18, model.config)
     with torch.no_grad():
         relaxed = model(ids).logits
         model.set_attn_implementation("sdpa")
         plain = model(ids).logits
     torch.testing.assert_close(relaxed, plain, atol=1e-5, rtol=1e-4)
+    model.save_pretrained(tmp_path)
+    loaded = CogViewForCausalLM.from_pretrained(tmp_path, attn_implementation="pb_relax")
+    assert loaded.config._attn_implementation == "pb_relax"
+    # a config that asks for PB-relax under a kernel that cannot do it says so, once
+    import logging
+
+    logging.Logger.warning_once.cache_clear()  # transformers' once-only warnings remember what earlier tests said
+    logger = transformers_logging.get_logger("modeling_cogview.modeling_cogview")
+    with CaptureLogger(logger) as captured, torch.no_grad():
+        model(ids)
+        model(ids)
+    assert captured.out.count('load with attn_implementation="pb_relax"') == 1, captured.out
 
 
 @pytest.mark.parametrize("alpha, finite", [(32, True), (None, False)])
@@ -106,7 +121,7 @@ def test_fp16_large_activations_with_and_without_pb_relax(alpha, finite):
     """Q.K of 300-sized activations is 1.4e6, past fp16's 65504: PB-relax attention keeps it finite."""
     torch.manual_seed(0)
     model = CogViewForCausalLM(tiny_config(pb_relax_alpha=alpha)).eval()
-    model.set_attn_implementation("eager")
+    model.set_attn_implementation("pb_relax" if alpha else "eager")
     for layer in model.model.layers:
         layer.self_attn.q_proj.bias.data.fill_(300.0)
         layer.self_attn.k_proj.bias.data.fill_(300.0)
@@ -218,3 +233,34 @@ def test_vqvae_round_trip_shapes_and_errors(tiny_model):
     no_vq = CogViewForCausalLM(tiny_config(vq_config=None))
     with pytest.raises(ValueError, match="no VQ-VAE"):
         no_vq.decode_image_tokens(codes)
+
+
+class HostReads(torch.overrides.TorchFunctionMode):
+    """Records every tensor method that hands a value to Python (a host sync on an accelerator)."""
+
+    READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__bool__, torch.Tensor.__int__, torch.Tensor.__float__}
+
+    def __init__(self):
+        super().__init__()
+        self.reads = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.READS:
+            self.reads.append(func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("txt_loss_scale", [1.0, 2.0])
+def test_a_training_step_reads_no_tensor_on_the_host_but_a_users_forward_checks_its_input(txt_loss_scale):
+    torch.manual_seed(0)
+    model = CogViewForCausalLM(tiny_config(txt_loss_scale=txt_loss_scale)).train()
+    ids = random_ids(4, 30, model.config)
+    with HostReads() as host:
+        model(ids, labels=ids, num_items_in_batch=torch.tensor(116)).loss.backward()
+    assert host.reads == [], host.reads
+    model.eval()
+    with HostReads() as host, torch.no_grad():
+        model(ids)
+    assert host.reads  # the same forward outside training checks the ids and positions
+    with pytest.raises(ValueError, match="must lie in"):
+        model(torch.tensor([[1, model.config.vocab_size]]))

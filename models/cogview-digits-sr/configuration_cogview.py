@@ -1,3 +1,4 @@
+# Generated from the cogview package's configuration_cogview.py by modeling_cogview/remote_code.py: do not edit this copy.
 """Configuration of CogView: the transformer and the VQ-VAE image tokenizer it holds."""
 
 from huggingface_hub.dataclasses import strict

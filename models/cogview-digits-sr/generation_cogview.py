@@ -1,3 +1,4 @@
+# Generated from the cogview package's modeling_cogview/generation_cogview.py by modeling_cogview/remote_code.py: do not edit this copy.
 """CogView's generation rules, classifier-free guidance twins and progress: the pieces the model plugs into
 GenerationMixin's hooks. Nothing here reads tensor values in Python on the per-step path."""
 

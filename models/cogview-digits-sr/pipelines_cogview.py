@@ -1,3 +1,4 @@
+# Generated from the cogview package's modeling_cogview/pipelines_cogview.py by modeling_cogview/remote_code.py: do not edit this copy.
 """transformers pipelines for CogView: `pipeline("text-to-image", model=...)`, captioning
 (`pipeline("image-to-text", model=..., trust_remote_code=True)`) and super-resolution
 (`pipeline("image-to-image", model=SR_FOLDER)`).

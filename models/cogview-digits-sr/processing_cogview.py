@@ -1,3 +1,4 @@
+# Generated from the cogview package's processing_cogview.py by modeling_cogview/remote_code.py: do not edit this copy.
 """CogView's preprocessing: text and images in, one CogView id sequence out (COGVIEW.md §2.3, §5, §7.1).
 
     text-to-image prompt      [ROI1] text [BASE] [BOI1]                        (left-padded, for generate)

@@ -1,3 +1,4 @@
+# Generated from the cogview package's modeling_cogview/remote_code.py by modeling_cogview/remote_code.py: do not edit this copy.
 """The flat code bundle a saved folder carries, so it loads with `trust_remote_code=True` where this project is not
 installed (a Hub repo, a colleague's machine).
 

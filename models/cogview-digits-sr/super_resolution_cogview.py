@@ -1,3 +1,4 @@
+# Generated from the cogview package's modeling_cogview/super_resolution_cogview.py by modeling_cogview/remote_code.py: do not edit this copy.
 """CogView's super-resolution by windows (`magnify`, the release's `generation/magnify.py`): an S x S code grid becomes
 2S x 2S through nine overlapping windows of a super-resolution model, each one a low-level super-resolution of a
 quarter-size source block, conditioned on the target codes that earlier windows already drew.

@@ -1,3 +1,4 @@
+# Generated from the cogview package's configuration_cogview.py by modeling_cogview/remote_code.py: do not edit this copy.
 """Configuration of CogView: the transformer and the VQ-VAE image tokenizer it holds."""
 
 from huggingface_hub.dataclasses import strict
@@ -80,6 +81,13 @@ class CogViewConfig(PreTrainedConfig):
         attention, an identity in exact arithmetic that keeps fp16 from overflowing). The release code had it
         disabled; the fused kernels (sdpa, flash) do not need it.
     txt_loss_scale (`float`): loss weight of positions whose input is a text or command token (§3.8).
+    super_resolution (`bool`): a super-resolution model (the release's `cogview-sr`): its sequences are
+        `[ROI1] text [BASE] [BOI1] low-res codes [EOI1] [ROI2] [POS0] [BASE] [BOI2] high-res codes`, the low-res grid
+        half of `image_grid_size`, and positions restart after `[ROI2]` (the model computes them from the ids: the
+        release's training rule for sequences with labels, its inference rule otherwise).
+    max_sequence_length (`int`, *optional*): the longest sequence, when positions restart and it exceeds
+        `max_position_embeddings` (1345 for `cogview-sr`: `--max-position-embeddings-finetune`); default
+        `max_position_embeddings`.
     vq_config (`CogViewVQVAEConfig`, *optional*): the image tokenizer; `None` for a transformer without one.
     """
 
@@ -115,6 +123,8 @@ class CogViewConfig(PreTrainedConfig):
     initializer_range: float = 0.02
     pb_relax_alpha: float | int | None = None
     txt_loss_scale: float | int = 1.0
+    super_resolution: bool = False
+    max_sequence_length: int | None = None
     image_vocab_size: int = 8192
     text_vocab_size: int = 50000
     image_grid_size: int = 32
@@ -168,6 +178,8 @@ class CogViewConfig(PreTrainedConfig):
                 f"vocab_size ({self.vocab_size}) is smaller than image_vocab_size + text_vocab_size + "
                 f"{len(COMMAND_TOKENS)} command tokens = {self.num_real_tokens}"
             )
+        if self.super_resolution and self.image_grid_size % 4:
+            raise ValueError(f"a super-resolution model's image_grid_size must be a multiple of 4 (magnify's windows), got {self.image_grid_size}")
         if self.vq_config is not None and self.vq_config.num_embeddings != self.image_vocab_size:
             raise ValueError(
                 f"the VQ-VAE codebook has {self.vq_config.num_embeddings} codes but image_vocab_size is "
@@ -197,6 +209,15 @@ class CogViewConfig(PreTrainedConfig):
     @property
     def num_image_tokens(self) -> int:
         return self.image_grid_size**2
+
+    @property
+    def source_grid_size(self) -> int:
+        """A super-resolution model's low-resolution grid: half the generated one (16 of 32 in the release)."""
+        return self.image_grid_size // 2
+
+    @property
+    def longest_sequence(self) -> int:
+        return self.max_sequence_length or self.max_position_embeddings
 
     def command_token_id(self, name: str) -> int:
         """Id of a command token such as `"[BOI1]"` in this model's vocabulary."""

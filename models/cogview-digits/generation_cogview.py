@@ -1,3 +1,4 @@
+# Generated from the cogview package's modeling_cogview/generation_cogview.py by modeling_cogview/remote_code.py: do not edit this copy.
 """CogView's generation rules, classifier-free guidance twins and progress: the pieces the model plugs into
 GenerationMixin's hooks. Nothing here reads tensor values in Python on the per-step path."""
 
@@ -33,10 +34,11 @@ def last_position(input_ids: torch.LongTensor, token_ids: torch.LongTensor) -> t
 
 
 def release_generation_config(config: CogViewConfig, **overrides) -> GenerationConfig:
-    """The release's sampling (text2image.sh): top-k 200 at temperature 1, one full grid of new tokens. Converted and
-    trained folders carry it in generation_config.json; a model built from a config generates greedily, as any
-    transformers model does."""
-    values = dict(do_sample=True, top_k=200, temperature=1.0, max_new_tokens=config.num_image_tokens, pad_token_id=config.pad_token_id)
+    """The release's sampling: top-k 200 at temperature 1 (text2image.sh), 1.02 for a super-resolution model
+    (super_resolution.sh, low_level_super_resolution.sh); one full grid of new tokens. Converted and trained folders
+    carry it in generation_config.json; a model built from a config generates greedily, as any transformers model does."""
+    temperature = 1.02 if config.super_resolution else 1.0
+    values = dict(do_sample=True, top_k=200, temperature=temperature, max_new_tokens=config.num_image_tokens, pad_token_id=config.pad_token_id)
     values.update({key: value for key, value in overrides.items() if value is not None})
     generation_config = GenerationConfig(**values)
     generation_config._from_model_config = False  # deliberate defaults: a saved file's extras must load too
@@ -91,6 +93,46 @@ def sampling_seed(seed: int | None, device: torch.device | str | None = None) ->
         yield
 
 
+def restarted_positions(
+    input_ids: torch.LongTensor, attention_mask: torch.Tensor | None, restart_id: int, training: bool, max_positions: int
+) -> torch.LongTensor:
+    """The positions of CogView-SR's sequences [B, L], which restart after the first `[ROI2]` of each row (at plain
+    position o; rows without one keep plain positions, counted from their first unpadded column):
+
+    - training (`get_masks_and_position_ids` when fine-tuning): `[ROI2]` gets 0, the token after it 1, ..., and every
+      position is clamped to `max_positions - 1`;
+    - inference (`filling_sequence`): positions greater than o become p - o, so `[ROI2]` keeps o and the token after
+      it gets 1: one token off the training rule, as the release has it."""
+    columns = torch.arange(input_ids.shape[1], device=input_ids.device)
+    first = attention_mask.long().argmax(-1, keepdim=True) if attention_mask is not None else columns.new_zeros(len(input_ids), 1)
+    plain = (columns - first).clamp_min(0)
+    restart = torch.where(input_ids == restart_id, columns, input_ids.shape[1]).amin(-1, keepdim=True) - first
+    if training:
+        return torch.where(plain >= restart, plain - restart, plain).clamp_max(max_positions - 1)
+    return torch.where(plain > restart, plain - restart, plain)
+
+
+class CogViewGivenTokensLogitsProcessor(LogitsProcessor):
+    """Tokens given at fixed places among the generated ones (magnify's windows: target codes an earlier window
+    filled): at generated step t, a row whose `given[row, t]` is an id keeps only that id, so it is chosen whatever
+    the sampling, and the cache holds it as if it had been fed; -1 leaves the step to the model. `given` [B, T] is laid
+    out from the first generated token (`prompt_length` ids before it). Works on full-width and image-column scores
+    (given ids are image ids, which are their own columns)."""
+
+    def __init__(self, given: torch.LongTensor, prompt_length: int):
+        self.given = given
+        self.prompt_length = prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        step = input_ids.shape[1] - self.prompt_length
+        if step >= self.given.shape[1]:
+            return scores
+        forced = self.given[:, step].to(scores.device)
+        columns = torch.arange(scores.shape[-1], device=scores.device)
+        only_given = torch.where(columns == forced[:, None], 0.0, -float("inf")).to(scores.dtype)
+        return torch.where((forced >= 0)[:, None], only_given, scores)
+
+
 class CogViewLogitsProcessor(LogitsProcessor):
     """The release's masking rules (§6.1), per sequence, from the ids so far:
 
@@ -109,7 +151,7 @@ class CogViewLogitsProcessor(LogitsProcessor):
 
     WIDTH_AGNOSTIC = (
         TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper, MinPLogitsWarper, TypicalLogitsWarper,
-        EpsilonLogitsWarper, EtaLogitsWarper, TopHLogitsWarper, LogitNormalization,
+        EpsilonLogitsWarper, EtaLogitsWarper, TopHLogitsWarper, LogitNormalization, CogViewGivenTokensLogitsProcessor,
     )  # fmt: skip
 
     def __init__(self, config: CogViewConfig, image_grid_end: int | None = None):
@@ -185,17 +227,23 @@ class CogViewGuidanceTwins:
         return last_boi - 2
 
     def double(
-        self, input_ids: torch.LongTensor, attention_mask: torch.Tensor, position_ids: torch.LongTensor, text_start: torch.LongTensor
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.LongTensor,
+        text_start: torch.LongTensor,
     ) -> tuple[torch.LongTensor, torch.Tensor, torch.LongTensor]:
         """The last `n` ids [B, n] of sequences whose 2D mask [B, L] covers all L columns so far, with their positions
-        [B, n] -> the doubled batch's ids [2B, n], mask [2B, L] and positions [2B, n]."""
+        [B, n] -> the doubled batch's ids [2B, n], mask [2B, L] and positions [2B, n]. Where a super-resolution row's
+        positions have restarted after `[ROI2]` (below the count of its columns), its twin's restart the same way."""
         length = attention_mask.shape[1]
         start = text_start[:, None].to(input_ids.device)
         columns = torch.arange(length - input_ids.shape[1], length, device=input_ids.device)
         twin = torch.where(columns == start, self.roi1, torch.where(columns == start + 1, self.base, input_ids))
         twin = torch.where(columns < start, self.pad, twin)
         twin_mask = (torch.arange(length, device=input_ids.device) >= start).to(attention_mask.dtype)
-        twin_positions = (columns - start).clamp_min(0)
+        counted = (attention_mask.long().cumsum(-1) - 1)[:, -input_ids.shape[1] :]
+        twin_positions = torch.where(position_ids < counted, position_ids, (columns - start).clamp_min(0))
         return (
             torch.cat([input_ids, twin]),
             torch.cat([attention_mask, twin_mask]),
@@ -247,11 +295,13 @@ class CogViewProgressStreamer(BaseStreamer):
 
 __all__ = [
     "RELEASE_CAPTION_LENGTH",
+    "CogViewGivenTokensLogitsProcessor",
     "CogViewGuidanceTwins",
     "CogViewLogitsProcessor",
     "CogViewProgressStreamer",
     "DrawingDefaults",
     "last_position",
     "release_generation_config",
+    "restarted_positions",
     "sampling_seed",
 ]

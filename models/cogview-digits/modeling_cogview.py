@@ -1,3 +1,4 @@
+# Generated from the cogview package's modeling_cogview/modeling_cogview.py by modeling_cogview/remote_code.py: do not edit this copy.
 """CogView: a GPT with Sandwich-LN and PB-relax over text tokens followed by VQ-VAE image tokens."""
 
 from collections.abc import Callable
@@ -11,10 +12,11 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.distributed.utils import is_dtensor
 from transformers.generation import ClassifierFreeGuidanceLogitsProcessor, GenerationConfig, GenerationMixin, GenerationMode, LogitsProcessorList
 from transformers.generation.streamers import BaseStreamer
-from transformers.masking_utils import create_causal_mask
+from transformers.masking_utils import AttentionMaskInterface, create_causal_mask, eager_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, slice_logits_to_keep
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface, slice_logits_to_keep
+from transformers.utils import logging
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
@@ -24,9 +26,19 @@ from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_cogview import CogViewConfig
 
-from .generation_cogview import CogViewGuidanceTwins, CogViewLogitsProcessor, CogViewProgressStreamer, DrawingDefaults
+from .generation_cogview import (
+    CogViewGuidanceTwins,
+    CogViewLogitsProcessor,
+    CogViewProgressStreamer,
+    DrawingDefaults,
+    restarted_positions,
+)
 from .modeling_cogview_vqvae import CogViewVQVAE
 from .remote_code import write_remote_code
+from .super_resolution_cogview import magnify
+
+
+logger = logging.get_logger(__name__)
 
 
 class CogViewLayerNorm(nn.LayerNorm):
@@ -78,13 +90,30 @@ def pb_relax_attention_forward(
     **kwargs: Unpack[TransformersKwargs],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The paper's PB-relax attention: softmax((Q/(alpha*sqrt(d)))K^T - max) * alpha), an identity that keeps
-    the half-precision product small; the subtraction and the softmax run in fp32."""
-    alpha = module.config.pb_relax_alpha
+    the half-precision product small; the subtraction and the softmax run in fp32. Chosen like any kernel,
+    `attn_implementation="pb_relax"`, with `config.pb_relax_alpha` (the paper's 32 when unset)."""
+    alpha = module.config.pb_relax_alpha or PB_RELAX_ALPHA
     attn_weights = torch.matmul(query * (scaling / alpha), key.transpose(2, 3)).float()
     attn_weights = (attn_weights - attn_weights.amax(dim=-1, keepdim=True).detach()) * alpha
     if attention_mask is not None:
         attn_weights = attn_weights + attention_mask
     return attend(module, attn_weights, value, dropout)
+
+
+PB_RELAX_ALPHA = 32
+# an attention implementation like sdpa or flash_attention_2: `from_pretrained(..., attn_implementation="pb_relax")`
+AttentionInterface.register("pb_relax", pb_relax_attention_forward)
+AttentionMaskInterface.register("pb_relax", eager_mask)  # it takes the eager kernel's 4D float mask
+
+
+def warn_if_pb_relax_is_off(config: CogViewConfig):
+    """A config that asks for PB-relax (`pb_relax_alpha`) under a kernel that does not compute it says so, once."""
+    if config.pb_relax_alpha is not None and config._attn_implementation != "pb_relax":
+        logger.warning_once(
+            f"config.pb_relax_alpha is {config.pb_relax_alpha} but the attention runs {config._attn_implementation!r}, "
+            "which computes plain attention (the same in exact arithmetic, not fp16's overflow guard): load with "
+            'attn_implementation="pb_relax" for the paper\'s PB-relax attention'
+        )
 
 
 class CogViewAttention(nn.Module):
@@ -104,7 +133,6 @@ class CogViewAttention(nn.Module):
         self.o_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.o_proj.is_output_layer = True  # a residual-branch output: smaller init (§3.6)
         self.output_dropout = nn.Dropout(config.hidden_dropout)
-        self.eager_attention = eager_attention_forward if config.pb_relax_alpha is None else pb_relax_attention_forward
 
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
@@ -124,7 +152,7 @@ class CogViewAttention(nn.Module):
             key_states, value_states = cache.update(key_states, value_states, self.layer_idx, kwargs=kwargs)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, self.eager_attention
+            self.config._attn_implementation, eager_attention_forward
         )
         attn_output, attn_weights = attention_interface(
             self,
@@ -241,17 +269,23 @@ class CogViewModel(CogViewPreTrainedModel):
     ) -> BaseModelOutputWithPast:
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        if not is_torchdynamo_compiling():
+            warn_if_pb_relax_is_off(self.config)
+        # The value checks read tensors on the host: a request is checked once (here for a user's forward, in
+        # _prepare_model_inputs for generate), a training step never (the collator builds valid sequences)
+        checked = not self.training and not is_torchdynamo_compiling()
         if input_ids is not None:
-            if input_ids.shape[1] > 1 and not is_torchdynamo_compiling():  # decode steps sample from our own logits
+            if checked and input_ids.shape[1] > 1:  # decode steps sample from our own logits
                 self.check_ids_in_vocabulary(input_ids)
-            inputs_embeds = self.embed_tokens(input_ids)
+            inputs_embeds = self.lookup(self.embed_tokens, input_ids, self.check_ids_in_vocabulary)
         if use_cache and cache is None and not self.training:  # training never reads a cache (and packs by position)
             cache = DynamicCache(config=self.config)
 
+        packed_positions = position_ids  # a caller's positions may pack sequences: the mask reads them (a host read)
         if position_ids is None:
             past_length = cache.get_seq_length() if cache is not None else 0
             position_ids = self._positions_from_mask(attention_mask, inputs_embeds.shape[1], past_length, inputs_embeds.device)
-        if inputs_embeds.shape[1] > 1 and not is_torchdynamo_compiling():  # generate checks lengths before it starts
+        if checked and inputs_embeds.shape[1] > 1:  # generate checks lengths before it starts
             self.check_positions(position_ids)  # the largest position counts, so packed sequences fit
 
         causal_mask = create_causal_mask(
@@ -259,13 +293,22 @@ class CogViewModel(CogViewPreTrainedModel):
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             cache=cache,
-            position_ids=position_ids,
+            position_ids=packed_positions,
         )
-        hidden_states = self.embed_dropout(inputs_embeds + self.embed_positions(position_ids))
+        hidden_states = self.embed_dropout(inputs_embeds + self.lookup(self.embed_positions, position_ids, self.check_positions))
         for decoder_layer in self.layers:
             # position_ids reach the attention kernels: flash-attention separates packed sequences by them
             hidden_states = decoder_layer(hidden_states, attention_mask=causal_mask, cache=cache, position_ids=position_ids, **kwargs)
         return BaseModelOutputWithPast(last_hidden_state=self.norm(hidden_states), cache=cache)
+
+    @staticmethod
+    def lookup(embedding: nn.Embedding, ids: torch.LongTensor, check: Callable[[torch.Tensor], None]) -> torch.Tensor:
+        """An embedding lookup whose out-of-range error (CPU; the unchecked training step) names the problem."""
+        try:
+            return embedding(ids)
+        except IndexError:
+            check(ids)
+            raise
 
     def check_positions(self, position_ids: torch.LongTensor):
         if position_ids.numel() and int(position_ids.max()) >= self.config.max_position_embeddings:
@@ -400,14 +443,22 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
             if candidates < 1:
                 raise ValueError(f"rerank_candidates must be at least 1, got {rerank_candidates}")
             if candidates > 1:
+                if self.config.super_resolution:
+                    raise ValueError("self-reranking scores text-to-image samples; a super-resolution model draws with rerank_candidates=1")
                 if kwargs.get("return_dict_in_generate", generation_config.return_dict_in_generate):
                     raise ValueError("self-reranking returns the chosen image tokens only: pass rerank_candidates=1 to get a dict")
                 per_prompt = kwargs.get("num_return_sequences") or generation_config.num_return_sequences or 1
                 kwargs["num_return_sequences"] = per_prompt * candidates
         elif rerank_candidates is not None:
             raise ValueError("rerank_candidates applies to generation_mode='image' (self-reranking of drawn images)")
+        prompt = inputs if inputs is not None else kwargs.get("input_ids")
+        if self.config.super_resolution and prompt is not None and kwargs.get("position_ids") is None:
+            # the release's inference rule for the prompt; generate adds one per new token, which is the rule too
+            mask = kwargs.get("attention_mask")
+            kwargs["position_ids"] = restarted_positions(
+                prompt, mask, self.restart_token_id, training=False, max_positions=self.config.max_position_embeddings
+            )
         if progress_bar or preview_callback is not None:
-            prompt = inputs if inputs is not None else kwargs.get("input_ids")
             total = kwargs.get("max_new_tokens") or (self._default_new_tokens(prompt, self.generation_config) if prompt is not None else None)
             streamer = CogViewProgressStreamer(
                 total, self.config.image_grid_size, progress_bar, preview_callback, preview_every_rows, inner=streamer
@@ -420,6 +471,19 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
             return self.best_of(output, candidates, chunk_size=scoring_chunk_size)[:, -grid:]
         output.sequences = output.sequences[:, -grid:]
         return output
+
+    @torch.no_grad()
+    def magnify(
+        self, image_tokens: torch.LongTensor, text_ids: list[list[int]] | None = None, progress_bar: bool = False, on_window=None, **generate_kwargs
+    ) -> torch.LongTensor:
+        """A super-resolution model's 2x: S x S code grids [B, S, S] (S = `image_grid_size`), with their captions' text
+        ids (default: none), become 2S x 2S grids [B, 2S, 2S] through the release's nine windows (see
+        `super_resolution_cogview`; `on_window(index, canvas)` after each); sampling options pass to `generate`, whose
+        defaults are the generation config's."""
+        if not self.config.super_resolution:
+            raise ValueError("magnify needs a super-resolution model (config.super_resolution): convert cogview-sr or train one")
+        text_ids = text_ids if text_ids is not None else [[] for _ in range(len(image_tokens))]
+        return magnify(self, image_tokens, text_ids, progress_bar=progress_bar, on_window=on_window, **generate_kwargs)
 
     def _prepare_generation_config(self, generation_config: GenerationConfig | None, **kwargs):
         """Notes what the caller chose (a length, guidance) before the folder's defaults fill in the rest; guidance
@@ -477,10 +541,11 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         )
         prompt_length = inputs_tensor.shape[1] if model_input_name == "inputs_embeds" else input_ids_length
         total_length = prompt_length + generation_config.max_length - input_ids_length
-        if total_length > self.config.max_position_embeddings:
+        if total_length > self.config.longest_sequence:
+            limit = "max_sequence_length" if self.config.max_sequence_length else "max_position_embeddings"
             raise ValueError(
                 f"a prompt of {prompt_length} tokens plus {total_length - prompt_length} new ones exceeds "
-                f"max_position_embeddings ({self.config.max_position_embeddings}); shorten the prompt or generate fewer tokens"
+                f"{limit} ({self.config.longest_sequence}); shorten the prompt or generate fewer tokens"
             )
         return generation_config
 
@@ -492,7 +557,7 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
             return self.config.num_image_tokens - int(filled[0])
         if bool(in_caption.all()):  # caption prompts, with or without text begun
             caption_length = DrawingDefaults.from_generation_config(generation_config).caption_length
-            return max(1, min(caption_length, self.config.max_position_embeddings - input_ids.shape[1]))
+            return max(1, min(caption_length, self.config.longest_sequence - input_ids.shape[1]))
         return None
 
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, generation_mode, batch_size, max_cache_length):
@@ -591,8 +656,16 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         """
         if pixel_values is not None:
             input_ids, labels = self.fill_image_placeholders(input_ids, labels, pixel_values)
-        elif input_ids is not None and input_ids.shape[1] >= self.config.num_image_tokens and not is_torchdynamo_compiling():
-            self._check_no_placeholders(input_ids)
+        elif not self.training and input_ids is not None and input_ids.shape[1] >= self.config.num_image_tokens and not is_torchdynamo_compiling():
+            self._check_no_placeholders(input_ids)  # as the checks in CogViewModel.forward: not in a training step
+        if position_ids is None and self.config.super_resolution and input_ids is not None:
+            # a whole sequence: the release's training rule for training sequences, its inference rule otherwise
+            mask = attention_mask if attention_mask is not None and attention_mask.ndim == 2 else None
+            position_ids = restarted_positions(
+                input_ids, mask, self.restart_token_id, training=labels is not None, max_positions=self.config.max_position_embeddings
+            )
+            if attention_mask is None:  # restarted positions are one sequence, not packed ones: the mask says so
+                attention_mask = torch.ones_like(input_ids)
         outputs: BaseModelOutputWithPast = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -615,6 +688,11 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
         )
+
+    @property
+    def restart_token_id(self) -> int:
+        """`[ROI2]`: where a super-resolution model's positions restart."""
+        return self.config.command_token_id("[ROI2]")
 
     def image_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """Full-width logits of which only the image ids are computed (the rest hold the dtype's lowest value, so

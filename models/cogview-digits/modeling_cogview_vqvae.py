@@ -1,3 +1,4 @@
+# Generated from the cogview package's modeling_cogview/modeling_cogview_vqvae.py by modeling_cogview/remote_code.py: do not edit this copy.
 """CogView's VQ-VAE image tokenizer: ReLU conv encoder, nearest-neighbour codebook, transposed-conv decoder.
 
 Layer for layer the release's `vqvae/vqvae_zc.py` with `stride=6, simple=True, n_res_block=0` when

@@ -1,5 +1,7 @@
-"""transformers pipelines for CogView: `pipeline("text-to-image", model=...)` and captioning,
-`pipeline("image-to-text", model=..., trust_remote_code=True)`.
+# Generated from the cogview package's modeling_cogview/pipelines_cogview.py by modeling_cogview/remote_code.py: do not edit this copy.
+"""transformers pipelines for CogView: `pipeline("text-to-image", model=...)`, captioning
+(`pipeline("image-to-text", model=..., trust_remote_code=True)`) and super-resolution
+(`pipeline("image-to-image", model=SR_FOLDER)`).
 
 Saved model folders name both in `config.custom_pipelines`, so they also load as remote code."""
 
@@ -72,4 +74,57 @@ class CogViewImageToTextPipeline(Pipeline):
         return [{"generated_text": self.processor.decode_caption(sequence)} for sequence in model_outputs["sequences"]]
 
 
-__all__ = ["CogViewImageToTextPipeline", "CogViewTextToImagePipeline"]
+SUPER_RESOLUTION_MODES = ("magnify", "low-level")
+
+
+class CogViewImageToImagePipeline(Pipeline):
+    """image(s) (PIL, path or URL) -> each at twice the size (PIL), by a super-resolution model (cogview-sr):
+
+    - `mode="magnify"` (the default): the image is read at the model's size (256 px in the release) and its codes
+      doubled by the nine windows of `model.magnify` (512 px);
+    - `mode="low-level"`: the image is read at half that size (128 px) and the model draws the full-size image
+      (256 px) in one go, the release's low-level super-resolution.
+
+    `prompt` is the caption the model conditions on (default: none); `seed` (or a `torch.Generator`'s seed) makes
+    the sampling reproducible; sampling options (`top_k`, `temperature`, `progress_bar`, ...) pass on to `generate`,
+    each defaulting to the model's generation_config."""
+
+    _load_processor = True
+    _load_tokenizer = False
+    _load_image_processor = False
+    _load_feature_extractor = False
+
+    def _sanitize_parameters(self, prompt=None, mode=None, seed=None, generator=None, **generate_kwargs):
+        if mode is not None and mode not in SUPER_RESOLUTION_MODES:
+            raise ValueError(f"mode must be one of {SUPER_RESOLUTION_MODES}, got {mode!r}")
+        if generator is not None:
+            seed = generator.initial_seed()
+        preprocess = {"prompt": prompt or "", "mode": mode or SUPER_RESOLUTION_MODES[0]}
+        forward = {**generate_kwargs, "seed": None if seed is None else int(seed), "mode": preprocess["mode"]}
+        return preprocess, forward, {}
+
+    def preprocess(self, image, prompt: str = "", mode: str = "magnify"):
+        if not self.model.config.super_resolution:
+            raise ValueError("image-to-image needs a super-resolution model (config.super_resolution): convert cogview-sr or train one")
+        image = load_image(image) if isinstance(image, str) else image
+        if mode == "low-level":
+            return self.processor(text=prompt, images=image, task="super-resolution")
+        inputs = self.processor.image_processor(image, return_tensors="pt")
+        inputs["text_ids"] = [self.processor._encode_text(prompt)]
+        return inputs
+
+    def _forward(self, model_inputs, seed=None, mode="magnify", **generate_kwargs):
+        with sampling_seed(seed, self.model.device):
+            if mode == "low-level":
+                image_tokens = self.model.generate(**model_inputs, generation_mode="image", **generate_kwargs)
+            else:
+                pixels = model_inputs["pixel_values"].to(self.model.device)
+                image_tokens = self.model.magnify(self.model.get_image_tokens(pixels), model_inputs["text_ids"], **generate_kwargs)
+        return {"pixels": self.model.decode_image_tokens(image_tokens)}
+
+    def postprocess(self, model_outputs):
+        (image,) = self.processor.postprocess(model_outputs["pixels"])
+        return image
+
+
+__all__ = ["CogViewImageToTextPipeline", "CogViewImageToImagePipeline", "CogViewTextToImagePipeline"]

@@ -1,6 +1,9 @@
+# Generated from the cogview package's processing_cogview.py by modeling_cogview/remote_code.py: do not edit this copy.
 """CogView's preprocessing: text and images in, one CogView id sequence out (COGVIEW.md §2.3, §5, §7.1).
 
     text-to-image prompt      [ROI1] text [BASE] [BOI1]                        (left-padded, for generate)
+    super-resolution prompt   [ROI1] text [BASE] [BOI1] low-res [EOI1] [ROI2] [POS0] [BASE] [BOI2]   (an SR model)
+    super-resolution training the prompt + the high-resolution (2x) image
     text-to-image training    [ROI1] text [BASE] [BOI1] image [EOI1]           (right-padded, with labels)
     captioning prompt         [BASE] [BOI1] image [EOI1] [ROI1] (text)         (text given: for scoring/reranking)
     captioning training       [BASE] [BOI1] image [EOI1] [ROI1] text
@@ -19,6 +22,7 @@ Three parts, in the order data flows through them:
 
 import json
 import logging
+import math
 import os
 import re
 
@@ -362,7 +366,15 @@ class CogViewImageProcessor(PilBackend):
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("text-to-image", "image-to-text")
+
+def texts_of(text: str | list[str] | None) -> list[str] | None:
+    texts = [text] if isinstance(text, str) else text
+    if texts is not None and not all(isinstance(t, str) for t in texts):
+        raise TypeError("text must be a string or a list of strings")
+    return texts
+
+TASKS = ("text-to-image", "image-to-text", "super-resolution")
+MIDFIX = ("[EOI1]", "[ROI2]", "[POS0]", "[BASE]", "[BOI2]")  # between a super-resolution sequence's two images
 
 
 class CogViewProcessor(ProcessorMixin):
@@ -373,12 +385,26 @@ class CogViewProcessor(ProcessorMixin):
         image_seq_length: int = 1024,
         max_length: int = 1089,
         image_placeholder: str = "[MASK]",
+        super_resolution: bool = False,
         **kwargs,
     ):
+        """`image_seq_length`: codes of a generated image; `max_length`: the longest sequence; `super_resolution`:
+        the processor of a super-resolution model, whose input images are half the generated ones
+        (`source_seq_length` codes) and which an image defaults to."""
         self.image_seq_length = image_seq_length
         self.max_length = max_length
         self.image_placeholder = image_placeholder
+        self.super_resolution = super_resolution
         super().__init__(image_processor, tokenizer, **kwargs)
+
+    @property
+    def image_side(self) -> int:
+        return math.isqrt(self.image_seq_length)
+
+    @property
+    def source_seq_length(self) -> int:
+        """Codes of a super-resolution model's input image: half the generated grid's side (256 of 1024 in the release)."""
+        return (self.image_side // 2) ** 2
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Also writes the code bundle, so the folder loads with `trust_remote_code=True` where this project is
@@ -403,7 +429,13 @@ class CogViewProcessor(ProcessorMixin):
         factor = config.vq_config.downsample_factor if config.vq_config is not None else 8
         side = config.image_grid_size * factor
         image_processor = CogViewImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
-        return cls(image_processor, tokenizer, image_seq_length=config.num_image_tokens, max_length=config.max_position_embeddings)
+        return cls(
+            image_processor,
+            tokenizer,
+            image_seq_length=config.num_image_tokens,
+            max_length=config.longest_sequence,
+            super_resolution=config.super_resolution,
+        )
 
     def token_id(self, token: str) -> int:
         return self.tokenizer.convert_tokens_to_ids(token)
@@ -419,6 +451,7 @@ class CogViewProcessor(ProcessorMixin):
         image_codes: torch.Tensor | np.ndarray | list | None = None,
         task: str | None = None,
         return_labels: bool = False,
+        target_codes: torch.Tensor | np.ndarray | list | None = None,
         keep_rows: int | None = None,
         truncation: bool = False,
         return_tensors: str | None = "pt",
@@ -429,7 +462,11 @@ class CogViewProcessor(ProcessorMixin):
         With `return_labels=True` the full training sequence is built (right padding, `labels` = ids with padding
         set to -100; the text-loss weight of §3.8 is applied by the model from `config.txt_loss_scale`).
         With `keep_rows=k` and `image_codes`, a text-to-image prompt keeps the first k rows of each image, for
-        text-guided completion of the rest."""
+        text-guided completion of the rest.
+        Super-resolution (the default task of a super-resolution model's processor when an image is given): the
+        input image as pixels (`images=`, resized to half the generated size, as the release reads it) or codes
+        (`image_codes=`, `source_seq_length` of them); for training, `return_labels=True` with the 2x image's codes
+        as `target_codes=`."""
         if given := [name for name in ("videos", "audio") if kwargs.pop(name, None) is not None]:
             raise ValueError(f"CogView reads text and images, not {' or '.join(given)}")
         if kwargs:
@@ -437,13 +474,15 @@ class CogViewProcessor(ProcessorMixin):
         has_image = images is not None or image_codes is not None
         if images is not None and image_codes is not None:
             raise ValueError("pass images (pixels) or image_codes, not both")
-        task = task or ("image-to-text" if has_image and keep_rows is None else "text-to-image")
+        if task is None:
+            task = "text-to-image" if not has_image or keep_rows is not None else ("super-resolution" if self.super_resolution else "image-to-text")
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-        texts = [text] if isinstance(text, str) else text
-        if texts is not None and not all(isinstance(t, str) for t in texts):
-            raise TypeError("text must be a string or a list of strings")
-
+        if target_codes is not None and task != "super-resolution":
+            raise ValueError("target_codes are the 2x image of a super-resolution training sequence (task='super-resolution')")
+        if task == "super-resolution":
+            return self._super_resolution(texts_of(text), images, image_codes, target_codes, return_labels, truncation, return_tensors)
+        texts = texts_of(text)
         pixel_values, image_ids = None, None
         if images is not None:
             pixel_values = self.image_processor(images, return_tensors="pt")["pixel_values"]
@@ -486,35 +525,77 @@ class CogViewProcessor(ProcessorMixin):
             encoding["pixel_values"] = pixel_values
         return BatchFeature(encoding, tensor_type=return_tensors)
 
+    def _super_resolution(self, texts, images, image_codes, target_codes, return_labels, truncation, return_tensors) -> BatchFeature:
+        if not self.super_resolution:
+            raise ValueError("super-resolution sequences are for a super-resolution model's processor (super_resolution=True)")
+        if images is None and image_codes is None:
+            raise ValueError("super-resolution needs the input image: images= (pixels) or image_codes= (its codes)")
+        if return_labels != (target_codes is not None):
+            raise ValueError("a super-resolution training sequence takes return_labels=True with target_codes= (the 2x image's codes); a prompt takes neither")
+        pixel_values = None
+        if images is not None:
+            side = self.image_processor.crop_size["height"] // 2
+            pixel_values = self.image_processor(images, size={"shortest_edge": side}, crop_size={"height": side, "width": side}, return_tensors="pt")["pixel_values"]
+            sources = [[self.image_placeholder_id] * self.source_seq_length] * len(pixel_values)
+        else:
+            sources = self._codes_to_ids(image_codes, self.source_seq_length)
+        targets = self._codes_to_ids(target_codes) if target_codes is not None else [None] * len(sources)
+        if texts is None:
+            texts = [""] * len(sources)
+        if not len(texts) == len(sources) == len(targets):
+            raise ValueError(f"got {len(texts)} texts, {len(sources)} input images and {len(targets)} target images")
+        sequences = [
+            self.layout("super-resolution", self._encode_text(text), source, truncation=truncation, target_ids=target)
+            for text, source, target in zip(texts, sources, targets)
+        ]
+        encoding = self.pad_sequences(sequences, padding_side="right" if return_labels else "left", return_labels=return_labels)
+        if pixel_values is not None:
+            encoding["pixel_values"] = pixel_values
+        return BatchFeature(encoding, tensor_type=return_tensors)
+
     def _encode_text(self, text: str) -> list[int]:
         """User text is text: command-token names typed in it ("[BOI1]", "[MASK]") are escaped, i.e. SentencePiece
         encodes their characters like any others (`split_special_tokens=True`, the same ids in both tokenizers), so
         a prompt cannot forge the layout. Command tokens come only from `layout` and `encode_query`'s own parts."""
         return self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
-    def _codes_to_ids(self, image_codes) -> list[list[int]]:
+    def _codes_to_ids(self, image_codes, length: int | None = None) -> list[list[int]]:
+        length = length or self.image_seq_length
         codes = torch.as_tensor(np.asarray(image_codes) if not isinstance(image_codes, torch.Tensor) else image_codes)
-        if codes.ndim == 1 or (codes.ndim == 2 and codes.numel() == self.image_seq_length != codes.shape[1]):
+        if codes.ndim == 1 or (codes.ndim == 2 and codes.numel() == length != codes.shape[1]):
             codes = codes.reshape(1, -1)  # one image: flat, or a single [h, w] grid
         codes = codes.reshape(codes.shape[0], -1).long()
-        if codes.shape[1] != self.image_seq_length:
-            raise ValueError(f"each image must have {self.image_seq_length} codes, got {codes.shape[1]}")
+        if codes.shape[1] != length:
+            raise ValueError(f"each image must have {length} codes, got {codes.shape[1]}")
         image_vocab_size = self.tokenizer.image_vocab_size
         if codes.numel() and (codes.min() < 0 or codes.max() >= image_vocab_size):
             raise ValueError(f"image codes must lie in [0, {image_vocab_size}), got [{int(codes.min())}, {int(codes.max())}]")
         return codes.tolist()
 
     def layout(
-        self, task: str, text_ids: list[int], image_ids: list[int] | None, full: bool = False, truncation: bool = False
+        self,
+        task: str,
+        text_ids: list[int],
+        image_ids: list[int] | None,
+        full: bool = False,
+        truncation: bool = False,
+        target_ids: list[int] | None = None,
     ) -> list[int]:
         """One sequence of ids in the release layout of `task` (`full`: the training sequence) from text ids and image
-        ids that are already tokenized (what a data pipeline stores)."""
+        ids that are already tokenized (what a data pipeline stores). Super-resolution: `image_ids` is the input
+        image, `target_ids` (training) the 2x image; without them, the prompt that generation completes."""
         roi, base, boi, eoi = (self.token_id(t) for t in ("[ROI1]", "[BASE]", "[BOI1]", "[EOI1]"))
-        if image_ids is not None and (full or task == "image-to-text"):
+        if task == "super-resolution":
+            self._check_image_ids(image_ids, self.source_seq_length)
+            if target_ids is not None:
+                self._check_image_ids(target_ids)
+        elif image_ids is not None and (full or task == "image-to-text"):
             self._check_image_ids(image_ids)
         # room the sequence needs besides the text: commands, plus the image (generated or given)
         if task == "text-to-image":
             fixed = 3 + self.image_seq_length + (1 if full else 0)
+        elif task == "super-resolution":
+            fixed = 3 + self.source_seq_length + len(MIDFIX) + self.image_seq_length
         else:
             fixed = 4 + self.image_seq_length
         room = self.max_length - fixed
@@ -529,11 +610,14 @@ class CogViewProcessor(ProcessorMixin):
         if task == "text-to-image":
             prompt = [roi, *text_ids, base, boi, *(image_ids or [])]
             return prompt + [eoi] if full else prompt
+        if task == "super-resolution":
+            return [roi, *text_ids, base, boi, *image_ids, *(self.token_id(t) for t in MIDFIX), *(target_ids or [])]
         return [base, boi, *image_ids, eoi, roi, *text_ids]
 
-    def _check_image_ids(self, image_ids: list[int]):
-        if len(image_ids) != self.image_seq_length:
-            raise ValueError(f"an image must have {self.image_seq_length} codes for this model, got {len(image_ids)}")
+    def _check_image_ids(self, image_ids: list[int] | None, length: int | None = None):
+        length = length or self.image_seq_length
+        if image_ids is None or len(image_ids) != length:
+            raise ValueError(f"an image must have {length} codes for this model, got {None if image_ids is None else len(image_ids)}")
         image_vocab_size, placeholder = self.tokenizer.image_vocab_size, self.image_placeholder_id
         if any(not (0 <= i < image_vocab_size or i == placeholder) for i in image_ids):
             raise ValueError(f"image codes must lie in [0, {image_vocab_size})")

@@ -1,3 +1,4 @@
+# Generated from the cogview package's modeling_cogview/remote_code.py by modeling_cogview/remote_code.py: do not edit this copy.
 """The flat code bundle a saved folder carries, so it loads with `trust_remote_code=True` where this project is not
 installed (a Hub repo, a colleague's machine).
 
@@ -19,6 +20,7 @@ BUNDLE_FILES = (
     "modeling_cogview.py",
     "modeling_cogview_vqvae.py",
     "generation_cogview.py",
+    "super_resolution_cogview.py",
     "pipelines_cogview.py",
     "remote_code.py",
 )
@@ -26,11 +28,14 @@ BUNDLED_MODULES = "|".join(name.removesuffix(".py") for name in BUNDLE_FILES)
 # `from configuration_cogview import` / `from modeling_cogview.remote_code import` -> `from .x import`
 ABSOLUTE_IMPORT = re.compile(rf"^(\s*)from (?:modeling_cogview\.)?({BUNDLED_MODULES}) import ", re.M)
 RUNNING_FROM_BUNDLE = __package__ != "modeling_cogview"
+TOP_LEVEL_MODULES = ("configuration_cogview.py", "processing_cogview.py")  # the rest live in modeling_cogview/
+GENERATED = "# Generated from the cogview package's {source} by modeling_cogview/remote_code.py: do not edit this copy.\n"
 
 # the pipelines the bundle serves, recorded in config.json for `pipeline(task, model=folder, trust_remote_code=True)`
 CUSTOM_PIPELINES = {
     "text-to-image": {"impl": "pipelines_cogview.CogViewTextToImagePipeline", "pt": ["AutoModelForCausalLM"], "type": "multimodal"},
     "image-to-text": {"impl": "pipelines_cogview.CogViewImageToTextPipeline", "pt": ["AutoModelForCausalLM"], "type": "multimodal"},
+    "image-to-image": {"impl": "pipelines_cogview.CogViewImageToImagePipeline", "pt": ["AutoModelForCausalLM"], "type": "image"},
 }
 
 
@@ -49,8 +54,12 @@ def source_file(name: str) -> Path | None:
 
 
 def bundle_text(name: str) -> str:
-    """The bundled form of one file: imports of the top-level modules made relative."""
-    return ABSOLUTE_IMPORT.sub(r"\1from .\2 import ", source_file(name).read_text(encoding="utf-8"))
+    """The bundled form of one file: a first line that says where it comes from, imports of the top-level modules
+    made relative. (A loaded bundle's own copy already carries that line: it is not repeated.)"""
+    text = source_file(name).read_text(encoding="utf-8")
+    text = text.split("\n", 1)[1] if text.startswith("# Generated from the cogview package") else text
+    source = name if name in TOP_LEVEL_MODULES else f"modeling_cogview/{name}"
+    return GENERATED.format(source=source) + ABSOLUTE_IMPORT.sub(r"\1from .\2 import ", text)
 
 
 def write_remote_code(save_directory: str | Path, model_class: str | None = None):
