@@ -95,7 +95,7 @@ def main():
     sampling = {"top_k": args.top_k, "temperature": args.temperature}  # None: the model's generation_config
 
     def text_ids(captions: list[str]) -> list[list[int]]:
-        return processor.tokenizer(captions, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        return [processor.encode_text(caption) for caption in captions]
 
     def magnify(images: list, captions: list[str]) -> list:
         """The model's magnify, `args.batch_size` images at a time (the image-to-image pipeline's magnify mode)."""

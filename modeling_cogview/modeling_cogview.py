@@ -658,6 +658,8 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         elif not self.training and input_ids is not None and input_ids.shape[1] >= self.config.num_image_tokens and not is_torchdynamo_compiling():
             self._check_no_placeholders(input_ids)  # as the checks in CogViewModel.forward: not in a training step
         if position_ids is None and self.config.super_resolution and input_ids is not None:
+            if cache is not None and cache.get_seq_length() > 0:
+                raise ValueError("a super-resolution model's cached step needs position_ids (generate passes them)")
             # a whole sequence: the release's training rule for training sequences, its inference rule otherwise
             mask = attention_mask if attention_mask is not None and attention_mask.ndim == 2 else None
             position_ids = restarted_positions(

@@ -238,7 +238,7 @@ class CogViewSuperResolutionPipeline(CogViewPipeline):
                 ).view(-1, side, side)  # fmt: skip
             else:
                 pixels = self.processor.image_processor(images, return_tensors="pt")["pixel_values"].to(device)
-                text_ids = [self.processor.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"] for text in prompts]
+                text_ids = [self.processor.encode_text(text) for text in prompts]
                 image_tokens = self.transformer.magnify(
                     self.transformer.get_image_tokens(pixels), text_ids, top_k=top_k, temperature=temperature, on_window=after_step
                 )

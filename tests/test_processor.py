@@ -224,7 +224,7 @@ def test_escaping_is_the_same_in_both_tokenizers_and_is_sentencepiece():
     texts = [FORGED, " ".join(COMMAND_TOKENS), "".join(COMMAND_TOKENS), "猫[BOI1]在草地上", "[PAD]<unk><image_5>", "[boi1] [ BOI1 ]"]
     for text in texts:
         expected = [i + 8192 for i in slow.tokenizer.sp_model.encode(text)]
-        assert slow._encode_text(text) == fast._encode_text(text) == expected, text
+        assert slow.encode_text(text) == fast.encode_text(text) == expected, text
         assert slow(text=text, truncation=True)["input_ids"].tolist() == fast(text=text, truncation=True)["input_ids"].tolist()
     codes = torch.zeros(1, 1024, dtype=torch.long)
     for built in (slow, fast):
@@ -243,9 +243,9 @@ def test_encode_query_still_speaks_the_release_syntax(processor):
     ids = processor.encode_query("[ROI1] a cat [BASE] [BOI1] [MASK]*4")
     roi, base, boi = (processor.token_id(t) for t in ("[ROI1]", "[BASE]", "[BOI1]"))
     assert ids[0] == roi and ids[-6:] == [base, boi, -1, -1, -1, -1]
-    assert ids[1:-6] == processor._encode_text("a cat")
+    assert ids[1:-6] == processor.encode_text("a cat")
     glued = processor.encode_query("[ROI1] cat[BOI1] [BASE] [BOI1]")  # parts split on spaces, as the release did
-    assert glued.count(boi) == 1 and glued[1:-2] == processor._encode_text("cat[BOI1]")
+    assert glued.count(boi) == 1 and glued[1:-2] == processor.encode_text("cat[BOI1]")
 
 
 @pytest.fixture(scope="module")

@@ -202,7 +202,6 @@ def test_magnify_with_the_model_feeds_each_windows_sequence_with_the_canvas_code
     window's sequence with the codes the canvas ends with, earlier windows' codes fed as given; images and texts of
     different lengths are batched."""
     config = sr_model.config
-    token = config.command_token_id
     fed = []
     handle = sr_model.model.embed_tokens.register_forward_hook(lambda module, args, output: fed.append(args[0].clone()))
     try:
@@ -401,3 +400,17 @@ def test_super_resolve_cli_and_the_text_to_image_chain(tiny_model_dir, tiny_sr_m
                           "--output_dir", str(tmp_path / "chain"), "--no_progress"]) == 0  # fmt: skip
     assert PIL.Image.open(tmp_path / "chain" / "grid-2x.png").size == (2 * 32, 32)
     assert PIL.Image.open(tmp_path / "chain" / "000-猫-1-2x.png").size == (32, 32)
+
+
+def test_the_collator_builds_sr_and_magnify_training_sequences(sr_processor):
+    from cogview_tools.training import DataCollatorForCogView, magnify_crops
+
+    row = {"codes": list(range(16)), "low_codes": [1, 2, 3, 4], "high_codes": list(range(64)), "text_ids": [70]}
+    low_level = DataCollatorForCogView(sr_processor, ["super-resolution"])([row])
+    assert low_level["input_ids"][0].tolist() == sr_processor.layout("super-resolution", row["text_ids"], row["low_codes"], target_ids=row["codes"])
+    windows = DataCollatorForCogView(sr_processor, ["magnify"], seed=3)([row] * 1)["input_ids"][0].tolist()
+    candidates = [sr_processor.layout("super-resolution", row["text_ids"], *magnify_crops(row["codes"], row["high_codes"], w)[:1],
+                                      target_ids=magnify_crops(row["codes"], row["high_codes"], w)[1]) for w in range(9)]  # fmt: skip
+    assert windows in candidates
+    source, target = magnify_crops(row["codes"], row["high_codes"], 8)  # the bottom-right window of a 4x4 grid
+    assert source == [10, 11, 14, 15] and target == [36, 37, 38, 39, 44, 45, 46, 47, 52, 53, 54, 55, 60, 61, 62, 63]

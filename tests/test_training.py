@@ -89,7 +89,7 @@ def test_tokenize_skips_bad_images_and_a_rerun_redoes_only_unfinished_parts(toke
     pieces = sentencepiece.SentencePieceProcessor(model_file=SP_MODEL).encode(data[0]["text"])
     assert data[0]["text_ids"] == [piece + 32 for piece in pieces]  # after the 32 image codes
     # each process kept its finished part; a rerun after losing one part redoes that part only
-    parts = sorted((output / "cache").glob("tokenized_*_of_00002.arrow"))
+    parts = sorted((output / "cache").glob("tokenized-*_*_of_00002.arrow"))
     assert len(parts) == 2
     parts[1].unlink()  # as if interrupted before the second process finished
     with caplog.at_level("INFO", logger="datasets"):
@@ -260,3 +260,15 @@ def test_prepare_digits_writes_both_sources_with_a_held_out_split_and_augmented_
     copy = np.asarray(PIL.Image.open(tmp_path / "mnist" / copies[0]["file_name"]), np.float32)
     assert copy.shape == (28, 28) and np.abs(copy - original).mean() > 0  # moved
     assert 0.6 < copy.sum() / original.sum() < 1.4  # about the same ink: a digit scaled by 0.9-1.1, not lost or doubled
+
+
+def test_super_resolution_tasks_and_models_must_fit(tokenized, scratch_run, capsys):
+    """SR tasks need an SR model and data with the extra sizes; an SR model trains on SR tasks only: said before training."""
+    base = ["--dataset", str(tokenized[0] / "dataset"), "--model", str(scratch_run), "--output_dir", str(scratch_run.parent / "sr-run"),
+            "--max_steps", "1", *TINY]  # fmt: skip
+    with pytest.raises(SystemExit, match="add --super_resolution"):
+        script("train")([*base, "--tasks", "magnify"])
+    with pytest.raises(SystemExit, match="cogview-tokenize --super_resolution"):
+        script("train")([*base, "--tasks", "magnify", "--super_resolution"])
+    with pytest.raises(SystemExit, match="trains on --tasks super-resolution"):
+        script("train")([*base, "--super_resolution"])

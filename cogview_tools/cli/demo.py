@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from transformers import pipeline  # noqa: E402
 
 from modeling_cogview import CogViewForCausalLM  # noqa: E402
-from modeling_cogview.generation_cogview import DrawingDefaults, sampling_seed  # noqa: E402
+from modeling_cogview.generation_cogview import RELEASE_CAPTION_LENGTH, DrawingDefaults, sampling_seed  # noqa: E402
 from processing_cogview import CogViewProcessor  # noqa: E402
 
 from ..hardware import BUNDLED_MODEL, DTYPES, add_model_argument, bundled_model_folder  # noqa: E402
@@ -40,7 +40,7 @@ GUIDANCE_RANGE = (1.0, 10.0)  # 1 = no classifier-free guidance
 TEMPERATURE_RANGE = (0.05, 2.0)
 MAX_SEED = 2**31 - 1
 MAX_CAPTIONS = 8
-MAX_CAPTION_TOKENS = 20  # the release's caption length
+MAX_CAPTION_TOKENS = RELEASE_CAPTION_LENGTH
 DISPLAY_SIDE = 128  # small images are enlarged by a whole factor (nearest neighbour) so their pixels stay exact
 BUNDLED_SR_MODEL = BUNDLED_MODEL.with_name("cogview-digits-sr")
 PAGE_CSS = (
@@ -140,7 +140,7 @@ class CogViewDemo:
 
     def prompt_token_count(self, prompt: str) -> int:
         """Text tokens as the processor reads user text (command-token names escaped: plain characters)."""
-        return len(self.processor.tokenizer(prompt, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+        return len(self.processor.encode_text(prompt))
 
     def draw(self, request: DrawRequest, on_row: Callable[[torch.LongTensor], None] | None = None) -> list[PIL.Image.Image]:
         """`num_images` images, each the best of `candidates` samples by the model's self-reranking, drawn by the

@@ -92,13 +92,14 @@ def main(argv=None) -> int:
     vqvae, image_processor = load_encoder(args.vqvae)
     tokenizer = load_tokenizer(args.tokenizer, vqvae.config.num_embeddings)
     (output / "cache").mkdir(parents=True, exist_ok=True)
+    # the cache files are named by what decides their rows: a rerun with other options does not reuse them
+    fingerprint = fingerprint_of(source._fingerprint, Path(args.vqvae).resolve(), Path(args.tokenizer).resolve(), args.batch_size,
+                                 args.super_resolution, args.resample)  # fmt: skip
     try:
         dataset = tokenize_image_captions(
             source, vqvae, image_processor, tokenizer, image_column=args.image_column, text_column=args.text_column,
-            batch_size=args.batch_size, num_proc=args.num_proc, cache_file_name=str(output / "cache" / "tokenized.arrow"),
-            fingerprint=fingerprint_of(source._fingerprint, Path(args.vqvae).resolve(), Path(args.tokenizer).resolve(), args.batch_size,
-                                       args.super_resolution, args.resample),
-            super_resolution=args.super_resolution, resample=RESAMPLE.get(args.resample),
+            batch_size=args.batch_size, num_proc=args.num_proc, cache_file_name=str(output / "cache" / f"tokenized-{fingerprint}.arrow"),
+            fingerprint=fingerprint, super_resolution=args.super_resolution, resample=RESAMPLE.get(args.resample),
         )  # fmt: skip
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -27,6 +27,7 @@ from modeling_cogview.generation_cogview import release_generation_config
 from processing_cogview import CogViewImageProcessor, CogViewProcessor, CogViewTokenizerFast
 
 from ..hub import PushError, check_no_machine_paths, check_repo_id, describe_error, full_repo_id, resolve_token, shared_files, stage_files, upload_staged
+from ..data import only_split
 from ..model_card import SAMPLES_FILE, CardContent, clean_config_file, render_card, samples_per_prompt, write_samples
 from ..training import CogViewArguments, CogViewTrainingArguments, DataCollatorForCogView, last_complete_checkpoint
 
@@ -95,6 +96,22 @@ def make_super_resolution(model: CogViewForCausalLM, processor: CogViewProcessor
         model.config.max_sequence_length = longest
     processor.max_length = model.config.longest_sequence
     model.generation_config = release_generation_config(model.config)
+
+
+SUPER_RESOLUTION_TASKS = {"super-resolution", "magnify"}
+
+
+def check_tasks_fit(tasks: list[str], config: CogViewConfig, dataset) -> None:
+    """Before training: super-resolution tasks train a super-resolution model on data with the extra sizes, and a
+    super-resolution model trains on them only."""
+    sr_tasks = SUPER_RESOLUTION_TASKS & set(tasks)
+    if sr_tasks and not config.super_resolution:
+        raise ValueError(f"--tasks {','.join(sorted(sr_tasks))} train a super-resolution model: add --super_resolution")
+    if config.super_resolution and not sr_tasks.issuperset(tasks):
+        raise ValueError(f"a super-resolution model trains on --tasks super-resolution and/or magnify, not {','.join(tasks)}")
+    missing = [column for column in ("low_codes", "high_codes") if column not in dataset.column_names]
+    if sr_tasks and missing:
+        raise ValueError(f"the dataset has no {' or '.join(missing)}: tokenize it with cogview-tokenize --super_resolution")
 
 
 def with_lora(model, args: CogViewArguments):
@@ -196,9 +213,7 @@ def main(argv=None) -> int:
             print(f"error: {describe_error(error)}", file=sys.stderr)
             return 2
         training_args.push_to_hub = False  # the Trainer would create the repo now; the finished folder is pushed below
-    dataset = load_from_disk(args.dataset)
-    if "split" in dataset.column_names and args.split:
-        dataset = dataset.filter(lambda split: split == args.split, input_columns="split")
+    dataset = only_split(load_from_disk(args.dataset), args.split)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     needed = training_args.per_device_train_batch_size * world_size * training_args.gradient_accumulation_steps
     if len(dataset) < needed:
@@ -213,6 +228,10 @@ def main(argv=None) -> int:
             make_super_resolution(model, processor, dataset)
     else:
         model, processor = new_model(args, dataset)
+    try:
+        check_tasks_fit(args.task_list(), model.config, dataset)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
     trained = with_lora(model, args) if args.lora_r else model
     if args.lora_r and base_model_id(args):  # adapter_config.json names its base by Hub id, not by a folder here
         trained.peft_config["default"].base_model_name_or_path = base_model_id(args)

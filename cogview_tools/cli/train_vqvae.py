@@ -1,6 +1,6 @@
 """Train a CogView VQ-VAE (the release's architecture, EMA codebook as in the paper) on an image folder or a
 `datasets` dataset. Reports reconstruction error and codebook usage; dead codes are restarted from encoder outputs.
-Writes a `CogViewVQVAE` folder (with its image processor) that tokenize_dataset.py and train.py take."""
+Writes a `CogViewVQVAE` folder (with its image processor) that cogview-tokenize and cogview-train take."""
 
 import argparse
 import json

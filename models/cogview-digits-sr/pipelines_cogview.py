@@ -25,8 +25,7 @@ class CogViewTextToImagePipeline(Pipeline):
     _load_feature_extractor = False
 
     def _sanitize_parameters(self, num_images_per_prompt=None, seed=None, generator=None, **generate_kwargs):
-        forward = dict(generate_kwargs)
-        forward.setdefault("progress_bar", True)  # a pipeline shows its progress; model.generate only when asked
+        forward = dict(generate_kwargs)  # only what this call gives: the pipeline merges it over its build-time options
         if num_images_per_prompt is not None:
             forward["num_return_sequences"] = num_images_per_prompt
         if generator is not None:
@@ -40,9 +39,10 @@ class CogViewTextToImagePipeline(Pipeline):
             raise TypeError(f"a prompt must be a string, got {type(prompt).__name__}")
         return self.processor(text=prompt)
 
-    def _forward(self, model_inputs, seed=None, **generate_kwargs):
+    def _forward(self, model_inputs, seed=None, progress_bar=True, **generate_kwargs):
+        """A pipeline shows its progress (model.generate only when asked)."""
         with sampling_seed(seed, self.model.device):
-            image_tokens = self.model.generate(**model_inputs, generation_mode="image", **generate_kwargs)
+            image_tokens = self.model.generate(**model_inputs, generation_mode="image", progress_bar=progress_bar, **generate_kwargs)
         return {"pixels": self.model.decode_image_tokens(image_tokens)}
 
     def postprocess(self, model_outputs):
@@ -99,21 +99,26 @@ class CogViewImageToImagePipeline(Pipeline):
             raise ValueError(f"mode must be one of {SUPER_RESOLUTION_MODES}, got {mode!r}")
         if generator is not None:
             seed = generator.initial_seed()
-        preprocess = {"prompt": prompt or "", "mode": mode or SUPER_RESOLUTION_MODES[0]}
-        forward = {**generate_kwargs, "seed": None if seed is None else int(seed), "mode": preprocess["mode"]}
+        # only what this call gives: the pipeline merges it over what was given when it was built
+        preprocess = {key: value for key, value in (("prompt", prompt), ("mode", mode)) if value is not None}
+        forward = dict(generate_kwargs)
+        if mode is not None:
+            forward["mode"] = mode
+        if seed is not None:
+            forward["seed"] = int(seed)
         return preprocess, forward, {}
 
-    def preprocess(self, image, prompt: str = "", mode: str = "magnify"):
+    def preprocess(self, image, prompt: str = "", mode: str = SUPER_RESOLUTION_MODES[0]):
         if not self.model.config.super_resolution:
             raise ValueError("image-to-image needs a super-resolution model (config.super_resolution): convert cogview-sr or train one")
         image = load_image(image) if isinstance(image, str) else image
         if mode == "low-level":
             return self.processor(text=prompt, images=image, task="super-resolution")
         inputs = self.processor.image_processor(image, return_tensors="pt")
-        inputs["text_ids"] = [self.processor._encode_text(prompt)]
+        inputs["text_ids"] = [self.processor.encode_text(prompt)]
         return inputs
 
-    def _forward(self, model_inputs, seed=None, mode="magnify", **generate_kwargs):
+    def _forward(self, model_inputs, seed=None, mode=SUPER_RESOLUTION_MODES[0], **generate_kwargs):
         with sampling_seed(seed, self.model.device):
             if mode == "low-level":
                 image_tokens = self.model.generate(**model_inputs, generation_mode="image", **generate_kwargs)

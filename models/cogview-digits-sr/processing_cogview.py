@@ -516,7 +516,7 @@ class CogViewProcessor(ProcessorMixin):
 
         sequences = []
         for i in range(count):
-            text_ids = self._encode_text(texts[i]) if texts is not None else []
+            text_ids = self.encode_text(texts[i]) if texts is not None else []
             image = image_ids[i] if image_ids is not None else None
             sequences.append(self.layout(task, text_ids, image, return_labels, truncation))
 
@@ -545,7 +545,7 @@ class CogViewProcessor(ProcessorMixin):
         if not len(texts) == len(sources) == len(targets):
             raise ValueError(f"got {len(texts)} texts, {len(sources)} input images and {len(targets)} target images")
         sequences = [
-            self.layout("super-resolution", self._encode_text(text), source, truncation=truncation, target_ids=target)
+            self.layout("super-resolution", self.encode_text(text), source, truncation=truncation, target_ids=target)
             for text, source, target in zip(texts, sources, targets)
         ]
         encoding = self.pad_sequences(sequences, padding_side="right" if return_labels else "left", return_labels=return_labels)
@@ -553,7 +553,7 @@ class CogViewProcessor(ProcessorMixin):
             encoding["pixel_values"] = pixel_values
         return BatchFeature(encoding, tensor_type=return_tensors)
 
-    def _encode_text(self, text: str) -> list[int]:
+    def encode_text(self, text: str) -> list[int]:
         """User text is text: command-token names typed in it ("[BOI1]", "[MASK]") are escaped, i.e. SentencePiece
         encodes their characters like any others (`split_special_tokens=True`, the same ids in both tokenizers), so
         a prompt cannot forge the layout. Command tokens come only from `layout` and `encode_query`'s own parts."""
@@ -648,7 +648,7 @@ class CogViewProcessor(ProcessorMixin):
 
         def flush():
             if text_buffer:
-                ids.extend(self._encode_text(" ".join(text_buffer)))
+                ids.extend(self.encode_text(" ".join(text_buffer)))
                 text_buffer.clear()
 
         for part in query.split(" "):

@@ -76,10 +76,11 @@ class CogViewConfig(PreTrainedConfig):
     image_grid_size (`int`): side of the generated code grid (32 -> 1024 image tokens, 256 px).
     hidden_dropout (`float`): dropout on embeddings and on both residual branches.
     attention_dropout (`float`): dropout on attention probabilities.
-    pb_relax_alpha (`float`, *optional*): when set, the eager attention computes scores as
-        `(Q / (alpha * sqrt(d))) K^T`, subtracts the row max and multiplies by alpha (the paper's PB-relax
-        attention, an identity in exact arithmetic that keeps fp16 from overflowing). The release code had it
-        disabled; the fused kernels (sdpa, flash) do not need it.
+    pb_relax_alpha (`float`, *optional*): alpha of the paper's PB-relax attention, which scores as
+        `(Q / (alpha * sqrt(d))) K^T`, subtracts the row max and multiplies by alpha (an identity in exact arithmetic
+        that keeps fp16 from overflowing; the release code had it disabled). It runs as the attention implementation
+        `"pb_relax"` (`from_pretrained(..., attn_implementation="pb_relax")`, 32 when this is unset); under another
+        kernel a config that sets it says so once.
     txt_loss_scale (`float`): loss weight of positions whose input is a text or command token (§3.8).
     super_resolution (`bool`): a super-resolution model (the release's `cogview-sr`): its sequences are
         `[ROI1] text [BASE] [BOI1] low-res codes [EOI1] [ROI2] [POS0] [BASE] [BOI2] high-res codes`, the low-res grid
