@@ -5,8 +5,11 @@ run (every variant once per round, median of the rounds), fp32 and bf16, batch 1
 Both models are random (speed does not depend on the weights): 12 layers x 1024 hidden, 16 heads, 4096 MLP, the
 release's vocabulary of 58,240 ids and a 16x16 grid (256 image tokens) after a 10-token prompt. Both sample with
 top-k 200 over the 8,192 image ids: CogView through its own rules, GPT-2 through a logits processor that masks every
-other id. The weight-read floor is the bytes of weights one step reads divided by this machine's measured copy
-bandwidth: what a memory-bound step could do at best."""
+other id. With --compile both also run a static cache under torch.compile (fullgraph), and every row is compared with
+GPT-2 run the same way. Guided rows (guidance 3: twice the rows per step) are reported against unguided ones, and one
+run also times the default pipeline's work for one image (guidance, best of 16 by self-reranking). The weight-read
+floor is the bytes of weights one step reads divided by this machine's measured copy bandwidth: what a memory-bound
+step could do at best."""
 
 import argparse
 import json
@@ -88,25 +91,37 @@ def variants(dtype: torch.dtype, compile_static: bool):
         prompt = cogview_prompt(ours.config, batch)
         return lambda: ours.generate(prompt, do_sample=True, top_k=200, max_new_tokens=grid, **options)
 
-    def gpt2_generate(batch):
+    def gpt2_generate(batch, **options):
         prompt = torch.randint(IMAGE_VOCAB, VOCAB, (batch, PROMPT), generator=torch.Generator().manual_seed(0))
         processors = LogitsProcessorList([ImageIdsOnly()])
         return lambda: gpt2.generate(
             prompt, attention_mask=torch.ones_like(prompt), do_sample=True, top_k=200, max_new_tokens=grid,
-            min_new_tokens=grid, logits_processor=processors, pad_token_id=0,
+            min_new_tokens=grid, logits_processor=processors, pad_token_id=0, **options,
         )  # fmt: skip
 
+    compiled = {"cache_implementation": "static", "compile_config": compile_config}
     table = {
         "ours (dynamic cache)": (lambda b: ours_generate(b), weight_bytes_per_step(ours, IMAGE_VOCAB)),
-        "ours + guidance 3 (dynamic)": (lambda b: ours_generate(b, guidance_scale=3.0), weight_bytes_per_step(ours, IMAGE_VOCAB)),
-        "GPT-2 generate": (gpt2_generate, weight_bytes_per_step(gpt2, VOCAB)),
+        "ours + guidance 3 (dynamic cache)": (lambda b: ours_generate(b, guidance_scale=3.0), weight_bytes_per_step(ours, IMAGE_VOCAB)),
+        GPT2_EAGER: (gpt2_generate, weight_bytes_per_step(gpt2, VOCAB)),
     }
     if compile_static:
-        table["ours (static cache, torch.compile)"] = (
-            lambda b: ours_generate(b, cache_implementation="static", compile_config=compile_config),
+        table["ours (static cache, torch.compile)"] = (lambda b: ours_generate(b, **compiled), weight_bytes_per_step(ours, IMAGE_VOCAB))
+        table["ours + guidance 3 (static cache, torch.compile)"] = (
+            lambda b: ours_generate(b, guidance_scale=3.0, **compiled),
             weight_bytes_per_step(ours, IMAGE_VOCAB),
         )
-    return table
+        table[GPT2_COMPILED] = (lambda b: gpt2_generate(b, **compiled), weight_bytes_per_step(gpt2, VOCAB))
+    return table, ours
+
+
+GPT2_EAGER, GPT2_COMPILED = "GPT-2 generate", "GPT-2 (static cache, torch.compile)"
+
+
+def drawing_call(model: CogViewForCausalLM, candidates: int):
+    """The default pipeline's work for one image: guidance 3, `candidates` samples, self-reranking keeps one."""
+    prompt = cogview_prompt(model.config, 1)
+    return lambda: model.generate(prompt, generation_mode="image", guidance_scale=3.0, rerank_candidates=candidates, do_sample=True, top_k=200)
 
 
 def main():
@@ -114,23 +129,35 @@ def main():
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--dtypes", default="float32,bfloat16")
-    parser.add_argument("--compile", action="store_true", help="also time the static cache compiled with inductor")
+    parser.add_argument("--compile", action="store_true", help="also time the static cache compiled with inductor (both models)")
+    parser.add_argument("--candidates", type=int, default=16, help="samples per image of the timed drawing call (the default pipeline's 16)")
+    parser.add_argument("--draw_rounds", type=int, default=1, help="timings of the drawing call (median reported)")
     parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "generation_vs_peers.json"))
     args = parser.parse_args()
     torch.manual_seed(0)
     bandwidth = copy_bandwidth()
     batches = [int(b) for b in args.batches.split(",")]
     dtypes = [getattr(torch, name) for name in args.dtypes.split(",")]
-    tables = {dtype: variants(dtype, args.compile) for dtype in dtypes}
+    tables, models = {}, {}
+    for dtype in dtypes:
+        tables[dtype], models[dtype] = variants(dtype, args.compile)
     closures = {(d, name, b): make(b) for d, table in tables.items() for name, (make, _) in table.items() for b in batches}
+    draws = {dtype: drawing_call(model, args.candidates) for dtype, model in models.items()}
     for key, generate in closures.items():  # warm-up (and compilation) outside the timed rounds
         print("warm-up", key[1], key[0], "batch", key[2], flush=True)
         generate()
     speeds: dict = {key: [] for key in closures}
+    draw_seconds: dict = {dtype: [] for dtype in draws}
     for round_index in range(args.rounds):
         for key, generate in closures.items():
             speeds[key].append(tokens_per_second(generate, key[2]))
-            print(f"round {round_index}: {key[1]:36s} {str(key[0]):15s} b{key[2]} {speeds[key][-1]:7.1f} tok/s", flush=True)
+            print(f"round {round_index}: {key[1]:48s} {str(key[0]):15s} b{key[2]} {speeds[key][-1]:7.1f} tok/s", flush=True)
+    for _ in range(args.draw_rounds):  # after the rounds: a figure of its own, not a ratio
+        for dtype, draw in draws.items():
+            start = time.perf_counter()
+            assert draw().shape == (1, GRID * GRID)
+            draw_seconds[dtype].append(time.perf_counter() - start)
+            print(f"one image, guidance 3, best of {args.candidates}, {dtype}: {draw_seconds[dtype][-1]:.1f} s", flush=True)
 
     rows = []
     for (dtype, name, batch), values in speeds.items():
@@ -141,9 +168,20 @@ def main():
             "image_tokens_per_s": round(statistics.median(values), 1), "all_rounds": [round(v, 1) for v in values],
             "weight_read_floor_tokens_per_s": round(floor, 1), "fraction_of_floor": round(statistics.median(values) / floor, 2),
         })  # fmt: skip
-    gpt2 = {(r["dtype"], r["batch"]): r["image_tokens_per_s"] for r in rows if r["variant"] == "GPT-2 generate"}
-    for row in rows:
-        row["vs_gpt2"] = round(row["image_tokens_per_s"] / gpt2[(row["dtype"], row["batch"])], 2)
+    speed = {(r["variant"], r["dtype"], r["batch"]): r["image_tokens_per_s"] for r in rows}
+    for row in rows:  # like with like: each row against eager GPT-2 and, where it was timed, compiled GPT-2
+        for label, peer in (("vs_gpt2", GPT2_EAGER), ("vs_gpt2_compiled", GPT2_COMPILED)):
+            if (peer, row["dtype"], row["batch"]) in speed:
+                row[label] = round(row["image_tokens_per_s"] / speed[(peer, row["dtype"], row["batch"])], 2)
+    guided_vs_unguided = {}
+    for (name, dtype, batch), value in speed.items():
+        if name.startswith("ours + guidance"):
+            unguided = speed[(name.replace(" + guidance 3", ""), dtype, batch)]
+            guided_vs_unguided[f"{name.removeprefix('ours + guidance 3 ')} {dtype} b{batch}"] = round(value / unguided, 2)
+    drawing = {
+        str(dtype).removeprefix("torch."): {"median_s": round(statistics.median(v), 1), "all_rounds": [round(x, 1) for x in v]}
+        for dtype, v in draw_seconds.items()
+    }
     result = {
         "benchmark": "generation_vs_peers",
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
@@ -151,11 +189,15 @@ def main():
         "dims": {"layers": LAYERS, "hidden": HIDDEN, "heads": HEADS, "vocab": VOCAB, "image_tokens": GRID * GRID, "prompt": PROMPT},
         "command": "python benchmarks/generation_vs_peers.py" + (" --compile" if args.compile else "") + f" --rounds {args.rounds}",
         "results": rows,
+        "guided_vs_unguided": guided_vs_unguided,
+        "one_image_guided_best_of": {"candidates": args.candidates, "seconds": drawing},
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2))
     for row in rows:
-        print(f"| {row['variant']} | {row['dtype']} | {row['batch']} | {row['image_tokens_per_s']} | {row['vs_gpt2']}x | {row['fraction_of_floor']} |")
+        print(f"| {row['variant']} | {row['dtype']} | {row['batch']} | {row['image_tokens_per_s']} | {row['vs_gpt2']}x | {row.get('vs_gpt2_compiled', '-')} | {row['fraction_of_floor']} |")
+    print("guided / unguided:", guided_vs_unguided)
+    print("one image, guided, best of", args.candidates, drawing)
     print(f"wrote {args.output}")
 
 

@@ -25,6 +25,7 @@ import torch
 from huggingface_hub import StateDictSplit, split_torch_state_dict_into_shards
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
+from transformers.core_model_loading import revert_weight_conversion
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
@@ -253,9 +254,20 @@ def convert_vqvae_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, t
     return converted
 
 
+def stored_name(model_key: str) -> str:
+    """A weight's name in a folder: the base model's VQ-VAE is stored as `vqvae.*`, which the model maps to
+    `model.vqvae.*` at load (and back at save)."""
+    return model_key.removeprefix("model.") if model_key.startswith("model.vqvae.") else model_key
+
+
+def model_name(stored_key: str) -> str:
+    """The inverse of `stored_name`."""
+    return f"model.{stored_key}" if stored_key.startswith("vqvae.") else stored_key
+
+
 def check_fits(model: CogViewForCausalLM, weights: dict[str, torch.Tensor]):
-    """Every tensor the model has (but the tied lm_head), of its shape, and nothing else."""
-    expected = {k: v.shape for k, v in model.state_dict().items() if k not in model._tied_weights_keys}
+    """Every tensor the model has (but the tied lm_head), of its shape, and nothing else (names as stored)."""
+    expected = {stored_name(k): v.shape for k, v in model.state_dict().items() if k not in model._tied_weights_keys}
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
     wrong_shape = [f"{k}: {tuple(weights[k].shape)} vs {tuple(s)}" for k, s in expected.items() if k in weights and weights[k].shape != s]
@@ -279,7 +291,7 @@ def build_model(config: CogViewConfig, state_dict: dict[str, torch.Tensor], dtyp
         model = CogViewForCausalLM(config)
     check_fits(model, state_dict)
     dtypes = target_dtypes(state_dict, dtype)
-    model.load_state_dict({k: v.to(dtypes[k]) for k, v in state_dict.items()}, strict=False, assign=True)
+    model.load_state_dict({model_name(k): v.to(dtypes[k]) for k, v in state_dict.items()}, strict=False, assign=True)
     model.tie_weights()
     model.config.dtype = dtypes["model.embed_tokens.weight"]
     return model.eval()
@@ -288,11 +300,15 @@ def build_model(config: CogViewConfig, state_dict: dict[str, torch.Tensor], dtyp
 def plan_shards(
     model: CogViewForCausalLM, weights: dict[str, torch.Tensor], dtypes: dict[str, torch.dtype], max_shard_size: int | str
 ) -> StateDictSplit:
-    """The shards save_pretrained would write (huggingface_hub's greedy split in the model's key order, same file
-    names), planned from shapes and dtypes alone: meta tensors stand in for the data."""
-    planned = {k: torch.empty(weights[k].shape, dtype=dtypes[k], device="meta") for k in model.state_dict() if k in weights}
+    """The shards save_pretrained would write (huggingface_hub's greedy split, same file names, in the order and with
+    the names save_pretrained's own conversion gives the model's weights), planned from shapes and dtypes alone: meta
+    tensors stand in for the data."""
+    stored = {k: stored_name(k) for k in model.state_dict() if stored_name(k) in weights}
+    planned = {k: torch.empty(weights[name].shape, dtype=dtypes[name], device="meta") for k, name in stored.items()}
     return split_torch_state_dict_into_shards(
-        planned, filename_pattern=SAFE_WEIGHTS_NAME.replace(".safetensors", "{suffix}.safetensors"), max_shard_size=max_shard_size
+        revert_weight_conversion(model, planned),
+        filename_pattern=SAFE_WEIGHTS_NAME.replace(".safetensors", "{suffix}.safetensors"),
+        max_shard_size=max_shard_size,
     )
 
 

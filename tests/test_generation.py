@@ -299,13 +299,14 @@ def test_image_rows_head_samples_the_same_ids_as_the_full_head(model_and_process
 
     model, processor = model_and_processor
     inputs = processor(text=PROMPTS)
+    image_ids = model.config.image_vocab_size
     for guidance in (None, 3.0):
         torch.manual_seed(5)
         narrow = model.generate(**inputs, num_return_sequences=2, guidance_scale=guidance, top_k=None)
         with mock.patch.object(model, "image_logits", side_effect=AssertionError("the full head was asked for")):
             with pytest.raises(AssertionError):  # the narrow head really runs inside an image
                 model.generate(**inputs, max_new_tokens=1)
-        with mock.patch.object(model, "image_logits", model.lm_head):  # the full computation
+        with mock.patch.object(model, "image_logits", lambda hidden: model.lm_head(hidden)[..., :image_ids]):  # full head
             torch.manual_seed(5)
             full = model.generate(**inputs, num_return_sequences=2, guidance_scale=guidance, top_k=None)
         assert torch.equal(narrow, full)
@@ -324,41 +325,156 @@ def test_image_rows_head_keeps_a_lora_on_the_head(model_and_processor):
     torch.testing.assert_close(head.image_logits(hidden)[..., :image_ids], full[..., :image_ids])
 
 
-def test_sampling_inside_an_image_runs_over_the_image_columns_only(model_and_processor):
+class Identity:  # a caller's processor of a kind generate does not know: it may index scores by id
+    def __call__(self, input_ids, scores):
+        return scores
+
+
+@pytest.fixture
+def seen_widths(model_and_processor):
+    """Per generate call: the widths of the scores top-k ranks, of what every processor is given and returns, and
+    whether the model was asked for the image columns alone."""
     from unittest import mock
 
-    from transformers import LogitsProcessor, TopKLogitsWarper
+    from transformers import LogitsProcessorList, TopKLogitsWarper
 
-    class Identity(LogitsProcessor):  # a caller's processor after the rules: it may index by id, so the full width
-        def __call__(self, input_ids, scores):
-            return scores
+    model, _ = model_and_processor
+    seen = {"top_k": [], "image_columns": [], "changed_shape": []}
+    top_k, run_all = TopKLogitsWarper.__call__, LogitsProcessorList.__call__
 
-    model, processor = model_and_processor
-    inputs = processor(text=PROMPTS)
-    seen = []
-    top_k = TopKLogitsWarper.__call__
-
-    def recording(warper, input_ids, scores):
-        seen.append(scores.clone())
+    def recording_top_k(warper, input_ids, scores):
+        seen["top_k"].append(scores.clone())
         return top_k(warper, input_ids, scores)
 
-    with mock.patch.object(TopKLogitsWarper, "__call__", recording):
-        for guidance in (None, 3.0):
-            seen.clear()
-            narrow = model.generate(**inputs, guidance_scale=guidance, do_sample=True, top_k=5, temperature=1e-4)
-            narrow_scores = seen[:]
-            assert len(narrow_scores) == 16 and all(s.shape == (2, 64) for s in narrow_scores)
-            seen.clear()
-            full = model.generate(**inputs, guidance_scale=guidance, do_sample=True, top_k=5, temperature=1e-4, logits_processor=[Identity()])
-            assert all(s.shape == (2, model.config.vocab_size) for s in seen)
-            assert torch.equal(narrow, full)  # near-greedy: the same ids from the same scores
-            assert torch.allclose(narrow_scores[0], seen[0][:, :64]) and bool(torch.isinf(seen[0][:, 64:]).all())
-        seen.clear()  # a caption is outside any image: the full width
-        image = PIL.Image.new("RGB", (16, 16), (10, 200, 30))
-        model.generate(**processor(images=image), do_sample=True, top_k=5, max_new_tokens=3)
-        assert [s.shape[-1] for s in seen] == [model.config.vocab_size] * 3
+    def checking_each(processors, input_ids, scores, **kwargs):
+        for processor in processors:
+            processed = processor(input_ids, scores)
+            if processed.shape != scores.shape:
+                seen["changed_shape"].append(type(processor).__name__)
+            scores = processed
+        return scores
+
+    hook = model.register_forward_pre_hook(lambda m, a, kw: seen["image_columns"].append(bool(kw.get("image_tokens_only"))), with_kwargs=True)
+    with mock.patch.object(TopKLogitsWarper, "__call__", recording_top_k), mock.patch.object(LogitsProcessorList, "__call__", checking_each):
+        yield seen
+    hook.remove()
+
+
+def test_sampling_inside_an_image_runs_over_the_image_columns_only(model_and_processor, seen_widths):
+    model, processor = model_and_processor
+    inputs = processor(text=PROMPTS)
+    vocab = model.config.vocab_size
+    for guidance in (None, 3.0):
+        seen_widths["top_k"].clear()
+        narrow = model.generate(**inputs, guidance_scale=guidance, do_sample=True, top_k=5, temperature=1e-4)
+        narrow_scores = seen_widths["top_k"][:]
+        assert len(narrow_scores) == 16 and all(s.shape == (2, 64) for s in narrow_scores)
+        seen_widths["top_k"].clear()
+        full = model.generate(**inputs, guidance_scale=guidance, do_sample=True, top_k=5, temperature=1e-4, logits_processor=[Identity()])
+        assert all(s.shape == (2, vocab) for s in seen_widths["top_k"])
+        assert torch.equal(narrow, full)  # near-greedy: the same ids from the same scores
+        assert torch.allclose(narrow_scores[0], seen_widths["top_k"][0][:, :64]) and bool(torch.isinf(seen_widths["top_k"][0][:, 64:]).all())
+    seen_widths["top_k"].clear()  # a caption is outside any image: the full width
+    image = PIL.Image.new("RGB", (16, 16), (10, 200, 30))
+    model.generate(**processor(images=image), do_sample=True, top_k=5, max_new_tokens=3)
+    assert [s.shape[-1] for s in seen_widths["top_k"]] == [vocab] * 3
     greedy = model.generate(**inputs, do_sample=False)
     assert torch.equal(greedy, model.generate(**inputs, do_sample=False, logits_processor=[Identity()]))
+    assert not seen_widths["changed_shape"]
+
+
+@pytest.mark.parametrize("guidance", [None, 3.0])
+def test_processors_and_returned_scores_see_the_width_the_library_promises(model_and_processor, seen_widths, guidance):
+    model, processor = model_and_processor
+    inputs = processor(text=PROMPTS)
+    vocab, batch = model.config.vocab_size, len(PROMPTS)
+    # output_scores / output_logits: every step keeps the full width, and guided logits are the caller's rows
+    out = model.generate(**inputs, guidance_scale=guidance, do_sample=False, output_scores=True, output_logits=True, return_dict_in_generate=True)
+    assert [s.shape for s in out.scores] == [(batch, vocab)] * 16 and [s.shape for s in out.logits] == [(batch, vocab)] * 16
+    assert not any(seen_widths["image_columns"])
+    # the library's processors that read scores by id get the full width, and do their job
+    seen_widths["image_columns"].clear()
+    suppressed = model.generate(**inputs, guidance_scale=guidance, do_sample=False, suppress_tokens=out.sequences[:, -16:].unique().tolist())
+    assert not any(seen_widths["image_columns"]) and all(s.shape[-1] == vocab for s in seen_widths["top_k"])
+    assert not set(suppressed[:, -16:].flatten().tolist()) & set(out.sequences[:, -16:].flatten().tolist())
+    model.generate(**inputs, guidance_scale=guidance, do_sample=True, top_k=5, repetition_penalty=1.3, no_repeat_ngram_size=3)
+    assert not any(seen_widths["image_columns"])
+    # no processor changed the width it was given, narrow or full
+    seen_widths["image_columns"].clear()
+    model.generate(**inputs, guidance_scale=guidance, do_sample=True, top_k=5, top_p=0.9, temperature=0.8)
+    assert all(seen_widths["image_columns"]) and not seen_widths["changed_shape"]
+
+
+def test_a_guided_forward_returns_the_rows_guided_logits(model_and_processor):
+    model, processor = model_and_processor
+    inputs = processor(text=PROMPTS)
+    twins = CogViewGuidanceTwins(model.config)
+    positions = (inputs["attention_mask"].cumsum(-1) - 1).clamp_min(0)
+    ids, mask, doubled_positions = twins.double(inputs["input_ids"], inputs["attention_mask"], positions, twins.text_start(inputs["input_ids"]))
+    with torch.no_grad():
+        both = model(ids, attention_mask=mask, position_ids=doubled_positions).logits
+        guided = model(ids, attention_mask=mask, position_ids=doubled_positions, guidance_scale=3.0).logits
+        narrow = model(ids, attention_mask=mask, position_ids=doubled_positions, guidance_scale=3.0, image_tokens_only=True).logits
+    assert guided.shape[0] == len(PROMPTS)
+    torch.testing.assert_close(guided, both[2:] + 3.0 * (both[:2] - both[2:]))
+    torch.testing.assert_close(narrow, guided[..., : model.config.image_vocab_size])
+    with pytest.raises(ValueError, match="no loss"):
+        model(ids, attention_mask=mask, position_ids=doubled_positions, guidance_scale=3.0, labels=ids)
+
+
+def test_outside_the_tested_transformers_guidance_takes_the_librarys_path(model_and_processor, monkeypatch):
+    from transformers.testing_utils import CaptureLogger
+
+    import modeling_cogview.modeling_cogview as modeling
+
+    model, processor = model_and_processor
+    inputs = processor(text=PROMPTS)  # left-padded
+    near_greedy = dict(do_sample=True, top_k=1, num_return_sequences=2)  # each prompt's rows expanded, as a sampler's
+    batched = model.generate(**inputs, guidance_scale=3.0, **near_greedy)
+    rows = []
+    hook = model.register_forward_pre_hook(lambda m, a, kw: rows.append((a[0] if a else kw["input_ids"]).shape[0]), with_kwargs=True)
+    monkeypatch.setattr(modeling, "runs_tested_transformers", lambda: False)
+    try:
+        with CaptureLogger(modeling.logger) as captured:
+            fallback = model.generate(**inputs, guidance_scale=3.0, **near_greedy)
+    finally:
+        hook.remove()
+    assert "transformers' own (unbatched) guidance" in captured.out
+    assert set(rows) == {4}  # the rows, and the library's separate unconditional forwards: never a doubled batch
+    assert torch.equal(fallback, batched)
+    assert not torch.equal(fallback, model.generate(**inputs, guidance_scale=1.0, **near_greedy))  # guidance did act
+
+
+def test_private_overrides_are_few_and_pinned_to_the_installed_transformers():
+    """Every private transformers method still overridden, with the signature it was written against: an upstream
+    change fails here, not quietly inside generate or loading."""
+    import inspect
+    import types
+
+    from transformers import Pipeline, PreTrainedModel
+    from transformers.generation import GenerationMixin
+
+    from modeling_cogview import CogViewModel, CogViewPreTrainedModel, CogViewVQVAE
+    from modeling_cogview.generation_cogview import runs_tested_transformers
+    from modeling_cogview.pipelines_cogview import CogViewImageToImagePipeline, CogViewImageToTextPipeline, CogViewTextToImagePipeline
+
+    assert runs_tested_transformers()  # the suite runs where the bundle's own guidance is used
+    pinned = {  # parameter names
+        (PreTrainedModel, "_init_weights"): ["self", "module"],
+        (PreTrainedModel, "_finalize_model_loading"): ["model", "load_config", "loading_info"],
+        (Pipeline, "_sanitize_parameters"): ["self", "pipeline_parameters"],
+        (Pipeline, "_forward"): ["self", "input_tensors", "forward_parameters"],
+    }
+    ours = (CogViewForCausalLM, CogViewModel, CogViewPreTrainedModel, CogViewVQVAE, CogViewTextToImagePipeline, CogViewImageToTextPipeline, CogViewImageToImagePipeline)
+    overridden = set()
+    for cls in ours:
+        for name, value in vars(cls).items():
+            if name.startswith("_") and not name.startswith("__") and isinstance(value, (staticmethod, classmethod, types.FunctionType)):
+                overridden |= {(base, name) for base in (PreTrainedModel, GenerationMixin, Pipeline) if hasattr(base, name)}
+    assert not any(base is GenerationMixin for base, _ in overridden)  # generation runs on public inputs only
+    assert overridden == set(pinned)
+    for (base, name), parameters in pinned.items():
+        assert list(inspect.signature(getattr(base, name)).parameters) == parameters, (base.__name__, name)
 
 
 def test_compiled_static_cache_generation_has_no_graph_break_and_equals_eager(model_and_processor):

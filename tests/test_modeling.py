@@ -190,6 +190,36 @@ def test_save_load_round_trip_keeps_outputs_and_tied_weights(tiny_model, tmp_pat
     assert torch.equal(reloaded.get_image_tokens(pixels), tiny_model.get_image_tokens(pixels))
 
 
+def test_the_base_model_holds_the_vqvae_and_folders_keep_their_weight_names(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    stored = load_file(tmp_path / "model.safetensors")
+    vq_names = sorted(k for k in stored if "vqvae" in k)
+    assert vq_names and all(k.startswith("vqvae.") for k in vq_names)  # the names every saved folder has
+    assert dict(tiny_model.named_modules())["model.vqvae"] is tiny_model.vqvae
+    base = AutoModel.from_pretrained(tmp_path).eval()  # its VQ-VAE loaded from the same names
+    assert type(base) is CogViewModel
+    for name, tensor in base.vqvae.state_dict().items():
+        assert torch.equal(tensor, stored[f"vqvae.{name}"]), name
+    assert not any(p.requires_grad for p in base.vqvae.parameters())  # frozen after loading, as in the head
+    config = tiny_model.config
+    mask = config.command_token_id("[MASK]")
+    ids = torch.tensor([[config.command_token_id("[ROI1]"), config.text_token_offset + 5, config.command_token_id("[BASE]"),
+                         config.command_token_id("[BOI1]"), *[mask] * config.num_image_tokens]])  # fmt: skip
+    pixels = torch.randn(1, 3, 16, 16)
+    codes = tiny_model.get_image_tokens(pixels)
+    filled = ids.clone()
+    filled[0, 4:] = codes[0]
+    with torch.no_grad():
+        from_pixels = base(input_ids=ids, pixel_values=pixels).last_hidden_state
+        from_codes = tiny_model.model(input_ids=filled).last_hidden_state
+    torch.testing.assert_close(from_pixels, from_codes, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="no pixel_values"):
+        base(input_ids=ids)
+    reloaded = CogViewForCausalLM.from_pretrained(tmp_path)  # and back into the head, through the renaming
+    for name, tensor in reloaded.vqvae.state_dict().items():
+        assert torch.equal(tensor, stored[f"vqvae.{name}"]), name
+
+
 def test_tied_weights_survive_resize(tiny_model, tmp_path):
     tiny_model.resize_token_embeddings(256)
     assert tiny_model.lm_head.weight.shape[0] == 256

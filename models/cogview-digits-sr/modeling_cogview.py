@@ -1,16 +1,20 @@
 # Generated from the cogview package's modeling_cogview/modeling_cogview.py by modeling_cogview/remote_code.py: do not edit this copy.
 """CogView: a GPT with Sandwich-LN and PB-relax over text tokens followed by VQ-VAE image tokens."""
 
+import copy
 from collections.abc import Callable
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, StaticCache
+from transformers import __version__ as transformers_version
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
+from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+from transformers.core_model_loading import WeightRenaming
 from transformers.distributed.utils import is_dtensor
-from transformers.generation import ClassifierFreeGuidanceLogitsProcessor, GenerationConfig, GenerationMixin, GenerationMode, LogitsProcessorList
+from transformers.generation import GenerationConfig, GenerationMixin, GenerationMode, LogitsProcessorList
 from transformers.generation.streamers import BaseStreamer
 from transformers.masking_utils import AttentionMaskInterface, create_causal_mask, eager_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -27,11 +31,14 @@ from transformers.utils.output_capturing import capture_outputs
 from .configuration_cogview import CogViewConfig
 
 from .generation_cogview import (
+    IMAGE_COLUMNS_OPTIONS,
+    TESTED_TRANSFORMERS,
     CogViewGuidanceTwins,
     CogViewLogitsProcessor,
     CogViewProgressStreamer,
     DrawingDefaults,
     restarted_positions,
+    runs_tested_transformers,
 )
 from .modeling_cogview_vqvae import CogViewVQVAE
 from .remote_code import write_remote_code
@@ -223,6 +230,14 @@ class CogViewPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     _can_record_outputs = {"hidden_states": CogViewDecoderLayer, "attentions": CogViewAttention}
 
+    @staticmethod
+    def _finalize_model_loading(model, load_config, loading_info):
+        loading_info = PreTrainedModel._finalize_model_loading(model, load_config, loading_info)
+        for module in model.modules():  # the loader makes every floating-point parameter trainable
+            if isinstance(module, CogViewVQVAE):
+                module.requires_grad_(False)
+        return loading_info
+
     def _init_weights(self, module):
         """The release's init (§3.6): N(0, 0.02), output layers N(0, 0.02/sqrt(2*layers)), biases 0, LN (1, 0)."""
         std = self.config.initializer_range
@@ -240,7 +255,9 @@ class CogViewPreTrainedModel(PreTrainedModel):
 
 
 class CogViewModel(CogViewPreTrainedModel):
-    """The transformer: word + learned position embeddings, Sandwich-LN layers, a final LayerNorm."""
+    """The transformer (word + learned position embeddings, Sandwich-LN layers, a final LayerNorm) and, when the
+    config has one, its frozen VQ-VAE (as Chameleon keeps its VQ model in the base): `pixel_values` are encoded and
+    their codes fill the image placeholders the processor put in `input_ids`."""
 
     def __init__(self, config: CogViewConfig):
         super().__init__(config)
@@ -251,8 +268,13 @@ class CogViewModel(CogViewPreTrainedModel):
             [CogViewDecoderLayer(config, layer_idx) for layer_idx in range(config.num_hidden_layers)]
         )
         self.norm = CogViewLayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.vqvae = CogViewVQVAE._from_config(config.vq_config) if config.vq_config is not None else None
+        # half precision (bf16 too) can flip the VQ-VAE's nearest-code choices: it stays fp32 when there is one
+        self._keep_in_fp32_modules_strict = ["vqvae"] if self.vqvae is not None else []
         self.gradient_checkpointing = False
         self.post_init()
+        if self.vqvae is not None:
+            self.vqvae.requires_grad_(False)
 
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     @merge_with_config_defaults
@@ -265,18 +287,27 @@ class CogViewModel(CogViewPreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         use_cache: bool | None = None,
+        pixel_values: torch.FloatTensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPast:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, height, width)`, *optional*):
+            Images whose VQ codes replace the image placeholders (`[MASK]`) that `CogViewProcessor` put in
+            `input_ids`, one image per sequence.
+        """
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        if pixel_values is not None:
+            input_ids, _ = self.fill_image_placeholders(input_ids, None, pixel_values)
         if not is_torchdynamo_compiling():
             warn_if_pb_relax_is_off(self.config)
         # The value checks read tensors on the host: a request is checked once (here for a user's forward, in
-        # _prepare_model_inputs for generate), a training step never (the collator builds valid sequences)
+        # generate's planning of a prompt), a training step never (the collator builds valid sequences)
         checked = not self.training and not is_torchdynamo_compiling()
         if input_ids is not None:
             if checked and input_ids.shape[1] > 1:  # decode steps sample from our own logits
                 self.check_ids_in_vocabulary(input_ids)
+                self.check_no_placeholders(input_ids)
             inputs_embeds = self.lookup(self.embed_tokens, input_ids, self.check_ids_in_vocabulary)
         if use_cache and cache is None and not self.training:  # training never reads a cache (and packs by position)
             cache = DynamicCache(config=self.config)
@@ -324,6 +355,58 @@ class CogViewModel(CogViewPreTrainedModel):
                 f"[{int(input_ids.min())}, {int(input_ids.max())}]"
             )
 
+    def check_no_placeholders(self, input_ids: torch.LongTensor):
+        """A whole image of [MASK] placeholders without pixels would be read as tokens: refuse it."""
+        placeholders = (input_ids == self.config.command_token_id("[MASK]")).sum(-1)
+        if bool((placeholders >= self.config.num_image_tokens).any()):
+            raise ValueError(
+                "input_ids hold image placeholders ([MASK]) but no pixel_values were given: pass the processor's "
+                "pixel_values too, or image_codes to the processor instead of images"
+            )
+
+    def fill_image_placeholders(
+        self, input_ids: torch.LongTensor, labels: torch.LongTensor | None, pixel_values: torch.FloatTensor
+    ) -> tuple[torch.LongTensor, torch.LongTensor | None]:
+        """Ids are codes in CogView, so an encoded image simply takes the placeholder positions of its sequence."""
+        if input_ids is None:
+            raise ValueError("pixel_values need input_ids holding the image placeholders (build them with CogViewProcessor)")
+        placeholders = input_ids == self.config.command_token_id("[MASK]")
+        codes = self.get_image_tokens(pixel_values).to(input_ids.device)  # the VQ-VAE may sit on another device
+        per_sequence = placeholders.sum(-1)
+        if codes.shape[0] != input_ids.shape[0] or not bool((per_sequence == codes.shape[1]).all()):
+            raise ValueError(
+                f"each sequence needs one image of {codes.shape[1]} codes in its placeholders; got "
+                f"{per_sequence.tolist()} placeholders for {codes.shape[0]} images"
+            )
+        input_ids = input_ids.masked_scatter(placeholders, codes)
+        if labels is not None:  # position by position, so a row's labels take that row's codes
+            labels = torch.where(labels == self.config.command_token_id("[MASK]"), input_ids, labels)
+        return input_ids, labels
+
+    def _require_vqvae(self) -> CogViewVQVAE:
+        if self.vqvae is None:
+            raise ValueError(
+                "this checkpoint has no VQ-VAE (config.vq_config is None); convert it with --vqvae_path to encode "
+                "or decode images"
+            )
+        return self.vqvae
+
+    @torch.no_grad()
+    def get_image_tokens(self, pixel_values: torch.Tensor) -> torch.LongTensor:
+        """Normalised pixels [B, C, H, W] -> image token ids [B, (H/f)*(W/f)], row-major (image ids = codes)."""
+        return self._require_vqvae().encode(pixel_values).flatten(1)
+
+    @torch.no_grad()
+    def decode_image_tokens(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        """Image token ids [B, h*w] (or codes [B, h, w]) -> normalised pixels [B, C, H, W]."""
+        vqvae = self._require_vqvae()
+        if image_tokens.ndim == 2:
+            side = int(round(image_tokens.shape[1] ** 0.5))
+            if side * side != image_tokens.shape[1]:
+                raise ValueError(f"{image_tokens.shape[1]} image tokens do not form a square grid; pass [B, h, w]")
+            image_tokens = image_tokens.view(-1, side, side)
+        return vqvae.decode(image_tokens)
+
     @staticmethod
     def _positions_from_mask(
         attention_mask: torch.Tensor | None, length: int, past_length: int, device: torch.device
@@ -362,7 +445,7 @@ def weighted_causal_lm_loss(
 
 
 class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
-    """The transformer with tied output logits, holding its frozen VQ-VAE as `vqvae` (when it has one)."""
+    """The base model (the transformer and its frozen VQ-VAE, when it has one) with tied output logits."""
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     _tp_plan = {"lm_head": "colwise_gather_output"}
@@ -376,19 +459,8 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = CogViewModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.vqvae = CogViewVQVAE._from_config(config.vq_config) if config.vq_config is not None else None
-        # half precision (bf16 too) can flip the VQ-VAE's nearest-code choices: it stays fp32 when there is one
-        self._keep_in_fp32_modules_strict = ["vqvae"] if self.vqvae is not None else []
+        self._keep_in_fp32_modules_strict = ["vqvae"] if self.model.vqvae is not None else []
         self.post_init()
-        if self.vqvae is not None:
-            self.vqvae.requires_grad_(False)
-
-    @staticmethod
-    def _finalize_model_loading(model, load_config, loading_info):
-        loading_info = PreTrainedModel._finalize_model_loading(model, load_config, loading_info)
-        if getattr(model, "vqvae", None) is not None:  # the loader makes every floating-point parameter trainable
-            model.vqvae.requires_grad_(False)
-        return loading_info
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Also writes the code bundle (and names its pipelines in config.json), so the folder loads with
@@ -405,6 +477,8 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
     def generate(
         self,
         inputs: torch.Tensor | None = None,
+        generation_config: GenerationConfig | None = None,
+        logits_processor: LogitsProcessorList | None = None,
         *args,
         streamer: BaseStreamer | None = None,
         progress_bar: bool = False,
@@ -415,7 +489,8 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         scoring_chunk_size: int = 8,
         **kwargs,
     ):
-        """`GenerationMixin.generate`; CogView's rules, default lengths and guidance come in through its hooks.
+        """`GenerationMixin.generate` with CogView's rules, default lengths and guidance, decided here from the
+        request and passed down as the library's public inputs (`generation_config`, `logits_processor`, model inputs).
 
         `generation_mode="image"` is the one call that draws (the any-to-any pipeline's route, as Janus): it returns
         only the image tokens [batch * num_return_sequences, grid tokens], each image the best of
@@ -434,36 +509,35 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         # generation_config value (guidance_scale=None would turn its guidance off). top_k=0 and guidance_scale=1 turn
         # those off.
         kwargs = {key: value for key, value in kwargs.items() if value is not None}
-        candidates = 1
-        if generation_mode == "image":
-            generation_config = kwargs.get("generation_config") or self.generation_config
-            if rerank_candidates is None:
-                rerank_candidates = DrawingDefaults.from_generation_config(generation_config).rerank_candidates
-            candidates = int(rerank_candidates)
-            if candidates < 1:
-                raise ValueError(f"rerank_candidates must be at least 1, got {rerank_candidates}")
-            if candidates > 1:
-                if self.config.super_resolution:
-                    raise ValueError("self-reranking scores text-to-image samples; a super-resolution model draws with rerank_candidates=1")
-                if kwargs.get("return_dict_in_generate", generation_config.return_dict_in_generate):
-                    raise ValueError("self-reranking returns the chosen image tokens only: pass rerank_candidates=1 to get a dict")
-                per_prompt = kwargs.get("num_return_sequences") or generation_config.num_return_sequences or 1
-                kwargs["num_return_sequences"] = per_prompt * candidates
-        elif rerank_candidates is not None:
-            raise ValueError("rerank_candidates applies to generation_mode='image' (self-reranking of drawn images)")
+        length_given = generation_config is not None or "max_new_tokens" in kwargs or "max_length" in kwargs
+        guidance_given = "guidance_scale" in kwargs or (generation_config is not None and generation_config.guidance_scale is not None)
+        # the request as GenerationMixin will merge it: the caller's config or keywords over the model's defaults
+        requested = copy.deepcopy(generation_config) if generation_config is not None else GenerationConfig()
+        requested.update(**self.generation_config.to_dict(), defaults_only=True, allow_custom_entries=True)
+        kwargs = requested.update(**kwargs)  # what is left are model inputs
+        candidates = self._rerank_candidates(generation_mode, rerank_candidates, requested)
+        if candidates > 1:
+            requested.num_return_sequences = (requested.num_return_sequences or 1) * candidates
+
         prompt = inputs if inputs is not None else kwargs.get("input_ids")
-        if self.config.super_resolution and prompt is not None and kwargs.get("position_ids") is None:
-            # the release's inference rule for the prompt; generate adds one per new token, which is the rule too
-            mask = kwargs.get("attention_mask")
-            kwargs["position_ids"] = restarted_positions(
-                prompt, mask, self.restart_token_id, training=False, max_positions=self.config.max_position_embeddings
-            )
+        processors = LogitsProcessorList(logits_processor or [])
+        if not any(isinstance(p, CogViewLogitsProcessor) for p in processors):
+            processors.insert(0, CogViewLogitsProcessor(self.config))  # before top-k, which then ranks allowed ids only
+        if prompt is not None and prompt.ndim == 2 and prompt.shape[1] > 0:
+            kwargs = self._plan_prompt(prompt, requested, kwargs, processors, length_given, guidance_given)
+        elif requested.guidance_scale not in (None, 1) and guidance_given:
+            raise ValueError("guidance_scale needs input_ids (a text-to-image prompt), not inputs_embeds")
+        if requested.guidance_scale not in (None, 1) and (requested.num_beams or 1) > 1:
+            raise ValueError("guidance_scale does not work with beam search (num_beams > 1): use sampling or greedy")
+        if "guidance_text_start" in kwargs or "negative_prompt_ids" not in kwargs:
+            requested.guidance_scale = 1.0  # the library guides only on the twins as negative prompts (untested versions)
+        self._check_total_length(prompt, requested, kwargs)
+
         if progress_bar or preview_callback is not None:
-            total = kwargs.get("max_new_tokens") or (self._default_new_tokens(prompt, self.generation_config) if prompt is not None else None)
             streamer = CogViewProgressStreamer(
-                total, self.config.image_grid_size, progress_bar, preview_callback, preview_every_rows, inner=streamer
+                requested.max_new_tokens, self.config.image_grid_size, progress_bar, preview_callback, preview_every_rows, inner=streamer
             )
-        output = super().generate(inputs, *args, streamer=streamer, **kwargs)
+        output = super().generate(inputs, requested, processors, *args, streamer=streamer, **kwargs)
         if generation_mode != "image":
             return output
         grid = self.config.num_image_tokens
@@ -471,6 +545,119 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
             return self.best_of(output, candidates, chunk_size=scoring_chunk_size)[:, -grid:]
         output.sequences = output.sequences[:, -grid:]
         return output
+
+    def _rerank_candidates(self, generation_mode: str | None, rerank_candidates: int | None, requested: GenerationConfig) -> int:
+        """Samples drawn per image in the drawing call (1 outside it)."""
+        if generation_mode != "image":
+            if rerank_candidates is not None:
+                raise ValueError("rerank_candidates applies to generation_mode='image' (self-reranking of drawn images)")
+            return 1
+        if rerank_candidates is None:
+            rerank_candidates = DrawingDefaults.from_generation_config(requested).rerank_candidates
+        candidates = int(rerank_candidates)
+        if candidates < 1:
+            raise ValueError(f"rerank_candidates must be at least 1, got {rerank_candidates}")
+        if candidates > 1 and self.config.super_resolution:
+            raise ValueError("self-reranking scores text-to-image samples; a super-resolution model draws with rerank_candidates=1")
+        if candidates > 1 and requested.return_dict_in_generate:
+            raise ValueError("self-reranking returns the chosen image tokens only: pass rerank_candidates=1 to get a dict")
+        return candidates
+
+    def _plan_prompt(
+        self,
+        prompt: torch.LongTensor,
+        requested: GenerationConfig,
+        kwargs: dict,
+        processors: LogitsProcessorList,
+        length_given: bool,
+        guidance_given: bool,
+    ) -> dict:
+        """What an id prompt decides, once per call (not per step): the value checks (ids in range, no unfilled image
+        placeholders), the default length, guidance (`CogViewGuidanceTwins`), a super-resolution model's positions
+        and whether steps inside the image may run on the image columns alone. Returns the model inputs."""
+        self.model.check_ids_in_vocabulary(prompt)
+        if kwargs.get("pixel_values") is None:
+            self.model.check_no_placeholders(prompt)
+        _, filled, in_caption = CogViewLogitsProcessor(self.config).layout(prompt)
+        in_open_image = bool((filled >= 0).all())
+        same_fill = in_open_image and len(set(filled.tolist())) == 1
+        if not length_given:
+            new_tokens = self._default_new_tokens(filled, in_caption, prompt.shape[1], requested)
+            if new_tokens is not None:
+                requested.max_new_tokens, requested.max_length = new_tokens, None
+        kwargs = dict(kwargs)
+        if requested.guidance_scale not in (None, 1):
+            if in_open_image:
+                twins = CogViewGuidanceTwins(self.config)
+                text_start = twins.text_start(prompt)
+                if runs_tested_transformers():
+                    kwargs["twin_guidance_scale"], kwargs["guidance_text_start"] = float(requested.guidance_scale), text_start
+                    if requested.cache_implementation in ("static", "offloaded_static"):  # sized for the doubled batch
+                        length = prompt.shape[1] + requested.max_new_tokens if requested.max_new_tokens else requested.max_length
+                        kwargs["cache"] = StaticCache(self.config, length, offloading=requested.cache_implementation != "static")
+                        requested.cache_implementation = None
+                else:
+                    logger.warning_once(
+                        f"CogView's batched guidance was tested with transformers {TESTED_TRANSFORMERS[0]}.x, not "
+                        f"{transformers_version}: guiding through transformers' own (unbatched) guidance instead"
+                    )
+                    expand = requested.num_return_sequences or 1
+                    negative, negative_mask = twins.negative_prompt(prompt, text_start)
+                    kwargs["negative_prompt_ids"] = negative.repeat_interleave(expand, 0)
+                    kwargs["negative_prompt_attention_mask"] = negative_mask.repeat_interleave(expand, 0)
+            elif guidance_given:  # a folder's default guidance applies to image prompts; captions ignore it
+                raise ValueError("guidance_scale applies to text-to-image prompts (ending in an open [BOI1] image)")
+            else:
+                requested.guidance_scale = 1.0
+        if self.config.super_resolution and kwargs.get("position_ids") is None:
+            # the release's inference rule for the prompt; generate adds one per new token, which is the rule too
+            kwargs["position_ids"] = restarted_positions(
+                prompt, kwargs.get("attention_mask"), self.restart_token_id, training=False, max_positions=self.config.max_position_embeddings
+            )
+        if same_fill and self._image_columns_suffice(requested, processors, kwargs):
+            kwargs["image_grid_end"] = prompt.shape[1] + self.config.num_image_tokens - int(filled[0])
+        return kwargs
+
+    def _image_columns_suffice(self, requested: GenerationConfig, processors: LogitsProcessorList, kwargs: dict) -> bool:
+        """Steps inside an image may compute and sample only the image columns (their id is their column) when nothing
+        reads the scores by id or keeps them: sampling or greedy, only options known to add no such processor
+        (`IMAGE_COLUMNS_OPTIONS`), only width-agnostic processors of the caller's, no scores or logits returned."""
+        return (
+            runs_tested_transformers()
+            and requested.get_generation_mode(kwargs.get("assistant_model")) in (GenerationMode.SAMPLE, GenerationMode.GREEDY_SEARCH)
+            and set(requested.to_diff_dict()) <= IMAGE_COLUMNS_OPTIONS
+            and all(isinstance(p, (CogViewLogitsProcessor, *CogViewLogitsProcessor.WIDTH_AGNOSTIC)) for p in processors)
+            and not {"prefix_allowed_tokens_fn", "stopping_criteria", "negative_prompt_ids"} & set(kwargs)
+        )
+
+    def _default_new_tokens(
+        self, filled: torch.LongTensor, in_caption: torch.BoolTensor, prompt_length: int, requested: GenerationConfig
+    ) -> int | None:
+        """Default length from the prompt's layout: the rest of an open image grid (a completion generates just the
+        missing rows), or a caption (`DrawingDefaults.caption_length`). None: the generation config's."""
+        if bool((filled >= 0).all()):
+            if len(set(filled.tolist())) != 1:
+                raise ValueError(f"the prompts have different numbers of image tokens already ({filled.tolist()}); pass max_new_tokens")
+            return self.config.num_image_tokens - int(filled[0])
+        if bool(in_caption.all()):  # caption prompts, with or without text begun
+            caption_length = DrawingDefaults.from_generation_config(requested).caption_length
+            return max(1, min(caption_length, self.config.longest_sequence - prompt_length))
+        return None
+
+    def _check_total_length(self, prompt: torch.Tensor | None, requested: GenerationConfig, kwargs: dict):
+        """The whole sequence must fit the learned positions (or a super-resolution model's longest sequence)."""
+        embeds = kwargs.get("inputs_embeds")
+        prompt_length = embeds.shape[1] if embeds is not None else (prompt.shape[1] if prompt is not None else 0)
+        if requested.max_new_tokens is not None:
+            new_tokens = requested.max_new_tokens
+        else:  # max_length counts the prompt's ids (not its embeddings), as GenerationMixin counts it
+            new_tokens = (requested.max_length or 20) - (prompt_length if embeds is None else 0)
+        if prompt_length + new_tokens > self.config.longest_sequence:
+            limit = "max_sequence_length" if self.config.max_sequence_length else "max_position_embeddings"
+            raise ValueError(
+                f"a prompt of {prompt_length} tokens plus {new_tokens} new ones exceeds "
+                f"{limit} ({self.config.longest_sequence}); shorten the prompt or generate fewer tokens"
+            )
 
     @torch.no_grad()
     def magnify(
@@ -485,114 +672,6 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         text_ids = text_ids if text_ids is not None else [[] for _ in range(len(image_tokens))]
         return magnify(self, image_tokens, text_ids, progress_bar=progress_bar, on_window=on_window, **generate_kwargs)
 
-    def _prepare_generation_config(self, generation_config: GenerationConfig | None, **kwargs):
-        """Notes what the caller chose (a length, guidance) before the folder's defaults fill in the rest; guidance
-        moves into the model inputs, where `prepare_inputs_for_generation` builds the twins."""
-        explicit = generation_config if generation_config is not None else GenerationConfig()
-        length_given = "max_new_tokens" in kwargs or "max_length" in kwargs or generation_config is not None
-        guidance_given = kwargs.get("guidance_scale", explicit.guidance_scale) is not None
-        generation_config, model_kwargs = super()._prepare_generation_config(generation_config, **kwargs)
-        scale = generation_config.guidance_scale
-        generation_config.guidance_scale = None  # never the library's unbatched variant: ours runs in one batch
-        if scale is not None and scale != 1:
-            if generation_config.num_beams > 1:
-                raise ValueError("guidance_scale does not work with beam search (num_beams > 1): use sampling or greedy")
-            model_kwargs["guidance_scale"] = (float(scale), guidance_given)
-        generation_config._cogview_length_given = length_given
-        return generation_config, model_kwargs
-
-    def _prepare_model_inputs(self, inputs=None, bos_token_id=None, model_kwargs=None):
-        """The value checks of a prompt, once per call (not per step): ids in range, no unfilled image placeholders,
-        guidance only for image prompts. Records where the open image's grid ends, for the image-rows head."""
-        inputs, input_name, model_kwargs = super()._prepare_model_inputs(inputs, bos_token_id, model_kwargs)
-        guidance = model_kwargs.pop("guidance_scale", None)
-        if input_name != "input_ids" or inputs.shape[1] == 0:
-            if guidance is not None and guidance[1]:
-                raise ValueError("guidance_scale needs input_ids (a text-to-image prompt), not inputs_embeds")
-            return inputs, input_name, model_kwargs
-        self.model.check_ids_in_vocabulary(inputs)
-        if model_kwargs.get("pixel_values") is None:
-            self._check_no_placeholders(inputs)
-        filled = CogViewLogitsProcessor(self.config).image_tokens_so_far(inputs)
-        in_open_image = bool((filled >= 0).all())
-        if guidance is not None:
-            scale, given = guidance
-            if in_open_image:
-                model_kwargs["guidance_scale"] = scale
-                model_kwargs["guidance_text_start"] = CogViewGuidanceTwins(self.config).text_start(inputs)
-            elif given:  # a folder's default guidance applies to image prompts; captions ignore it
-                raise ValueError("guidance_scale applies to text-to-image prompts (ending in an open [BOI1] image)")
-        if in_open_image and len(set(filled.tolist())) == 1:
-            model_kwargs["image_grid_end"] = inputs.shape[1] + self.config.num_image_tokens - int(filled[0])
-        return inputs, input_name, model_kwargs
-
-    def _prepare_generated_length(
-        self, generation_config, has_default_max_length, has_default_min_length, model_input_name, input_ids_length, inputs_tensor
-    ):
-        """Default length from the prompt's layout: the rest of an open image grid (a completion generates just the
-        missing rows), or 20 tokens of a caption. The whole sequence must fit the learned positions."""
-        if not getattr(generation_config, "_cogview_length_given", True) and model_input_name == "input_ids":
-            new_tokens = self._default_new_tokens(inputs_tensor, generation_config)
-            if new_tokens is not None:
-                generation_config.max_new_tokens, generation_config.max_length = new_tokens, None
-                has_default_max_length = False
-        generation_config = super()._prepare_generated_length(
-            generation_config, has_default_max_length, has_default_min_length, model_input_name, input_ids_length, inputs_tensor
-        )
-        prompt_length = inputs_tensor.shape[1] if model_input_name == "inputs_embeds" else input_ids_length
-        total_length = prompt_length + generation_config.max_length - input_ids_length
-        if total_length > self.config.longest_sequence:
-            limit = "max_sequence_length" if self.config.max_sequence_length else "max_position_embeddings"
-            raise ValueError(
-                f"a prompt of {prompt_length} tokens plus {total_length - prompt_length} new ones exceeds "
-                f"{limit} ({self.config.longest_sequence}); shorten the prompt or generate fewer tokens"
-            )
-        return generation_config
-
-    def _default_new_tokens(self, input_ids: torch.LongTensor, generation_config: GenerationConfig) -> int | None:
-        _, filled, in_caption = CogViewLogitsProcessor(self.config).layout(input_ids)
-        if bool((filled >= 0).all()):
-            if len(set(filled.tolist())) != 1:
-                raise ValueError(f"the prompts have different numbers of image tokens already ({filled.tolist()}); pass max_new_tokens")
-            return self.config.num_image_tokens - int(filled[0])
-        if bool(in_caption.all()):  # caption prompts, with or without text begun
-            caption_length = DrawingDefaults.from_generation_config(generation_config).caption_length
-            return max(1, min(caption_length, self.config.longest_sequence - input_ids.shape[1]))
-        return None
-
-    def _prepare_cache_for_generation(self, generation_config, model_kwargs, generation_mode, batch_size, max_cache_length):
-        if model_kwargs.get("guidance_scale") is not None:
-            batch_size *= 2  # each row and its unconditional twin
-            if model_kwargs.get("attention_mask") is None:  # generate drops an all-ones mask; the twins are padded
-                rows = len(model_kwargs["guidance_text_start"])
-                model_kwargs["attention_mask"] = torch.ones(rows, generation_config._mask_length, dtype=torch.long, device=self.device)
-        return super()._prepare_cache_for_generation(generation_config, model_kwargs, generation_mode, batch_size, max_cache_length)
-
-    def _get_logits_processor(self, generation_config, *args, logits_processor=None, model_kwargs=None, **kwargs):
-        """CogView's rules before top-k (unless the caller brings their own instance), and guidance before all. While
-        every row fills an image, the rules hand on only the image columns (see `CogViewLogitsProcessor`), when what
-        follows them reads scores by value and nothing keeps the scores (`output_scores`) or needs the full width
-        (beams, assisted decoding)."""
-        logits_processor = LogitsProcessorList(logits_processor or [])
-        rules = None
-        if not any(isinstance(p, CogViewLogitsProcessor) for p in logits_processor):
-            rules = CogViewLogitsProcessor(self.config)
-            logits_processor.insert(0, rules)
-        processors = super()._get_logits_processor(generation_config, *args, logits_processor=logits_processor, model_kwargs=model_kwargs, **kwargs)
-        model_kwargs = model_kwargs or {}
-        if model_kwargs.get("guidance_scale") is not None:
-            processors.insert(0, ClassifierFreeGuidanceLogitsProcessor(model_kwargs["guidance_scale"]))
-        narrow = (
-            rules is not None
-            and model_kwargs.get("image_grid_end") is not None
-            and generation_config.get_generation_mode() in (GenerationMode.SAMPLE, GenerationMode.GREEDY_SEARCH)
-            and not (generation_config.return_dict_in_generate and generation_config.output_scores)
-            and all(isinstance(p, CogViewLogitsProcessor.WIDTH_AGNOSTIC) for p in processors[processors.index(rules) + 1 :])
-        )
-        if narrow:
-            rules.image_grid_end = model_kwargs["image_grid_end"]
-        return processors
-
     def prepare_inputs_for_generation(
         self,
         input_ids: torch.LongTensor,
@@ -601,17 +680,20 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         attention_mask: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         is_first_iteration: bool | None = False,
-        guidance_scale: float | None = None,
+        twin_guidance_scale: float | None = None,
         guidance_text_start: torch.LongTensor | None = None,
         image_grid_end: int | None = None,
         **kwargs,
     ):
-        """Doubles the batch with the unconditional twins under guidance, and asks for image-only logits while the
-        whole batch is inside an image (a Python comparison of lengths: no tensor is read)."""
-        length = attention_mask.shape[1] if attention_mask is not None else input_ids.shape[1]
-        if guidance_scale is not None:
+        """Doubles the batch with the unconditional twins under guidance (see `CogViewGuidanceTwins`), and asks for the
+        image columns alone while the whole batch is inside an image (a Python comparison of lengths: no tensor is
+        read)."""
+        length = attention_mask.shape[1] if attention_mask is not None else input_ids.shape[1]  # the sequence so far
+        if twin_guidance_scale is not None:
             if next_sequence_length is not None:  # the twins are built for the ids this call runs
                 input_ids, next_sequence_length = input_ids[:, -next_sequence_length:], None
+            if attention_mask is None:  # generate drops an all-ones mask; the twins are padded
+                attention_mask = torch.ones(len(input_ids), length, dtype=torch.long, device=input_ids.device)
             positions = kwargs["position_ids"][..., -input_ids.shape[1] :]
             input_ids, attention_mask, kwargs["position_ids"] = CogViewGuidanceTwins(self.config).double(
                 input_ids, attention_mask, positions, guidance_text_start
@@ -625,6 +707,8 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
             is_first_iteration=is_first_iteration,
             **kwargs,
         )
+        if twin_guidance_scale is not None:
+            model_inputs["guidance_scale"] = twin_guidance_scale
         if image_grid_end is not None and length < image_grid_end:
             model_inputs["image_tokens_only"] = True
         return model_inputs
@@ -643,6 +727,7 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         logits_to_keep: int | torch.Tensor = 0,
         pixel_values: torch.FloatTensor | None = None,
         image_tokens_only: bool = False,
+        guidance_scale: float | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> CausalLMOutputWithPast:
         r"""
@@ -650,14 +735,16 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
             Images whose VQ codes replace the image placeholders (`[MASK]`) that `CogViewProcessor` put in
             `input_ids` (and in `labels`), one image per sequence.
         image_tokens_only (`bool`, *optional*, defaults to `False`):
-            Compute logits only over the image ids (the first `image_vocab_size` rows of the tied head); every other
-            id gets the dtype's lowest value. `generate` sets it while every row is inside an image, where CogView's
-            rules allow nothing else: 28% of the weights read per step at the release's size.
+            Logits over the image ids only: `image_vocab_size` columns, the first rows of the tied head, so a column is
+            its id. `generate` asks for them while every row is inside an image, where CogView's rules allow nothing
+            else and nothing reads the scores by id: 28% of the weights read per step at the release's size, and
+            sampling over 8,192 columns instead of 58,240.
+        guidance_scale (`float`, *optional*):
+            The batch is rows followed by their unconditional twins (`CogViewGuidanceTwins`); the logits returned are
+            the rows' guided ones, half the batch. The cache keeps both halves.
         """
-        if pixel_values is not None:
+        if pixel_values is not None:  # filled here, so that the labels take the codes too
             input_ids, labels = self.fill_image_placeholders(input_ids, labels, pixel_values)
-        elif not self.training and input_ids is not None and input_ids.shape[1] >= self.config.num_image_tokens and not is_torchdynamo_compiling():
-            self._check_no_placeholders(input_ids)  # as the checks in CogViewModel.forward: not in a training step
         if position_ids is None and self.config.super_resolution and input_ids is not None:
             if cache is not None and cache.get_seq_length() > 0:
                 raise ValueError("a super-resolution model's cached step needs position_ids (generate passes them)")
@@ -679,6 +766,10 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         )
         hidden_states = slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep)
         logits = self.image_logits(hidden_states) if image_tokens_only else self.lm_head(hidden_states)
+        if guidance_scale is not None:
+            if labels is not None:
+                raise ValueError("guidance_scale is for generation: a guided forward has no loss")
+            logits = CogViewGuidanceTwins.combine(logits, guidance_scale)
 
         loss = None
         if labels is not None:
@@ -697,18 +788,12 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         return self.config.command_token_id("[ROI2]")
 
     def image_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """Full-width logits of which only the image ids are computed (the rest hold the dtype's lowest value, so
-        sampling draws from the same distribution and the same random numbers as with the full head)."""
+        """Logits over the image ids only [..., image_vocab_size] (column = id), from the head's first rows."""
         # Tensor parallel splits the head over the vocabulary, and a wrapped head (a PEFT LoRA on lm_head) adds more
         # than its weight: both use the head's own output.
         if is_dtensor(self.lm_head.weight) or type(self.lm_head) is not nn.Linear:
-            logits = self.lm_head(hidden_states)
-            is_image_id = torch.arange(logits.shape[-1], device=logits.device) < self.config.image_vocab_size
-            return logits.masked_fill(~is_image_id, torch.finfo(logits.dtype).min)
-        image_logits = nn.functional.linear(hidden_states, self.lm_head.weight[: self.config.image_vocab_size])
-        logits = image_logits.new_full((*image_logits.shape[:-1], self.config.vocab_size), torch.finfo(image_logits.dtype).min)
-        logits[..., : self.config.image_vocab_size] = image_logits
-        return logits
+            return self.lm_head(hidden_states)[..., : self.config.image_vocab_size]
+        return nn.functional.linear(hidden_states, self.lm_head.weight[: self.config.image_vocab_size])
 
     def _loss(self, logits, labels, input_ids, **kwargs) -> torch.Tensor:
         if self.config.txt_loss_scale == 1:
@@ -724,33 +809,11 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
             num_items_in_batch=kwargs.get("num_items_in_batch"),
         )
 
-    def _check_no_placeholders(self, input_ids: torch.LongTensor):
-        """A whole image of [MASK] placeholders without pixels would be read as tokens: refuse it."""
-        placeholders = (input_ids == self.config.command_token_id("[MASK]")).sum(-1)
-        if bool((placeholders >= self.config.num_image_tokens).any()):
-            raise ValueError(
-                "input_ids hold image placeholders ([MASK]) but no pixel_values were given: pass the processor's "
-                "pixel_values too, or image_codes to the processor instead of images"
-            )
-
     def fill_image_placeholders(
         self, input_ids: torch.LongTensor, labels: torch.LongTensor | None, pixel_values: torch.FloatTensor
     ) -> tuple[torch.LongTensor, torch.LongTensor | None]:
-        """Ids are codes in CogView, so an encoded image simply takes the placeholder positions of its sequence."""
-        if input_ids is None:
-            raise ValueError("pixel_values need input_ids holding the image placeholders (build them with CogViewProcessor)")
-        placeholders = input_ids == self.config.command_token_id("[MASK]")
-        codes = self.get_image_tokens(pixel_values).to(input_ids.device)  # the VQ-VAE may sit on another device
-        per_sequence = placeholders.sum(-1)
-        if codes.shape[0] != input_ids.shape[0] or not bool((per_sequence == codes.shape[1]).all()):
-            raise ValueError(
-                f"each sequence needs one image of {codes.shape[1]} codes in its placeholders; got "
-                f"{per_sequence.tolist()} placeholders for {codes.shape[0]} images"
-            )
-        input_ids = input_ids.masked_scatter(placeholders, codes)
-        if labels is not None:  # position by position, so a row's labels take that row's codes
-            labels = torch.where(labels == self.config.command_token_id("[MASK]"), input_ids, labels)
-        return input_ids, labels
+        """`CogViewModel.fill_image_placeholders`, for `labels` too."""
+        return self.model.fill_image_placeholders(input_ids, labels, pixel_values)
 
     @torch.no_grad()
     def caption_scores(
@@ -811,32 +874,24 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         scores = self.self_rerank_scores(sequences, chunk_size=chunk_size).view(-1, candidates)
         return sequences.view(-1, candidates, sequences.shape[-1])[torch.arange(len(scores)), scores.argmax(-1)]
 
-    def _require_vqvae(self) -> CogViewVQVAE:
-        if self.vqvae is None:
-            raise ValueError(
-                "this checkpoint has no VQ-VAE (config.vq_config is None); convert it with --vqvae_path to encode "
-                "or decode images"
-            )
-        return self.vqvae
+    @property
+    def vqvae(self) -> CogViewVQVAE | None:
+        """The base model's VQ-VAE (as Chameleon keeps its VQ model in the base)."""
+        return self.model.vqvae
 
-    @torch.no_grad()
     def get_image_tokens(self, pixel_values: torch.Tensor) -> torch.LongTensor:
-        """Normalised pixels [B, C, H, W] -> image token ids [B, (H/f)*(W/f)], row-major (image ids = codes)."""
-        return self._require_vqvae().encode(pixel_values).flatten(1)
+        """`CogViewModel.get_image_tokens`."""
+        return self.model.get_image_tokens(pixel_values)
 
-    @torch.no_grad()
     def decode_image_tokens(self, image_tokens: torch.Tensor) -> torch.Tensor:
-        """Image token ids [B, h*w] (or codes [B, h, w]) -> normalised pixels [B, C, H, W]."""
-        vqvae = self._require_vqvae()
-        if image_tokens.ndim == 2:
-            side = int(round(image_tokens.shape[1] ** 0.5))
-            if side * side != image_tokens.shape[1]:
-                raise ValueError(f"{image_tokens.shape[1]} image tokens do not form a square grid; pass [B, h, w]")
-            image_tokens = image_tokens.view(-1, side, side)
-        return vqvae.decode(image_tokens)
+        """`CogViewModel.decode_image_tokens`."""
+        return self.model.decode_image_tokens(image_tokens)
 
 
 # save_pretrained writes auto_map, so a saved folder names its classes for remote code
 CogViewForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+# The VQ-VAE lives in the base model; folders keep its weights as `vqvae.*` (as every folder saved before the move
+# has them): renamed at load, and back at save
+register_checkpoint_conversion_mapping("CogViewForCausalLM", [WeightRenaming(r"^vqvae\.", "model.vqvae.")], overwrite=True)
 
 __all__ = ["CogViewForCausalLM", "CogViewLayerNorm", "CogViewModel", "CogViewPreTrainedModel"]

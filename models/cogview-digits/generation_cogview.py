@@ -45,6 +45,31 @@ def release_generation_config(config: CogViewConfig, **overrides) -> GenerationC
     return generation_config
 
 
+# transformers versions [low, high) whose generate this module's hooks were tested against (setup.py pins the same)
+TESTED_TRANSFORMERS = ("5.24", "5.25")
+
+
+def runs_tested_transformers() -> bool:
+    """Whether the installed transformers lies in `TESTED_TRANSFORMERS`; outside it, generate takes the library's
+    public guidance path and keeps the full width of the scores (see `CogViewGuidanceTwins`), and says so once."""
+    import transformers
+    from packaging.version import Version
+
+    low, high = (Version(v) for v in TESTED_TRANSFORMERS)
+    return low <= Version(Version(transformers.__version__).base_version) < high
+
+
+# generation options that build no logits processor reading scores by id: when a request sets nothing else, steps
+# inside an image compute and sample the image columns only (anything unknown keeps the full width, which is safe)
+IMAGE_COLUMNS_OPTIONS = frozenset({
+    "do_sample", "temperature", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "top_h",
+    "renormalize_logits", "max_new_tokens", "max_length", "num_return_sequences", "pad_token_id", "bos_token_id",
+    "use_cache", "cache_implementation", "max_cache_len", "compile_config", "disable_compile", "prefill_chunk_size",
+    "return_dict_in_generate", "output_attentions", "output_hidden_states", "guidance_scale", "rerank_candidates",
+    "caption_length", "transformers_version", "_from_model_config",
+})  # fmt: skip
+
+
 RELEASE_CAPTION_LENGTH = 20  # the release samples exactly 20 caption tokens ([MASK]*20), with no stop token
 
 
@@ -141,21 +166,20 @@ class CogViewLogitsProcessor(LogitsProcessor):
     - in a caption (the last `[ROI1]` comes after the last `[EOI1]`): only text ids;
     - otherwise (writing text before an image): no image ids.
     Ids past the command tokens (the embedding's padding rows) are never allowed. Runs before top-k, so top-k
-    ranks only allowed ids.
+    ranks only allowed ids. Returns scores of the shape it was given.
 
-    With `image_grid_end` (the sequence length at which every row's open image is full), steps before it return
-    only the image columns: image ids are `[0, image_vocab_size)`, so the column a sampler picks is the id, and
-    top-k, softmax and sampling run over 8,192 columns instead of 58,240. The distribution is the same (the other
-    columns would be -inf); the random draws differ from sampling the full width. Only for processors after it that
-    read scores by value, not by id (`WIDTH_AGNOSTIC`)."""
+    Scores of `image_vocab_size` columns come from the model's image-columns head (`image_tokens_only`), which
+    `generate` asks for only while every row is inside its image: every column is then an image id (column = id)
+    and allowed, so they pass unchanged."""
 
+    # processors that read scores by value (or, for given tokens, by image id, which is its own column): with only
+    # these after the rules, steps inside an image may run on the image columns alone
     WIDTH_AGNOSTIC = (
         TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper, MinPLogitsWarper, TypicalLogitsWarper,
         EpsilonLogitsWarper, EtaLogitsWarper, TopHLogitsWarper, LogitNormalization, CogViewGivenTokensLogitsProcessor,
     )  # fmt: skip
 
-    def __init__(self, config: CogViewConfig, image_grid_end: int | None = None):
-        self.image_grid_end = image_grid_end
+    def __init__(self, config: CogViewConfig):
         self.image_vocab_size = config.image_vocab_size
         self.grid_tokens = config.num_image_tokens
         token = config.command_token_id
@@ -187,8 +211,8 @@ class CogViewLogitsProcessor(LogitsProcessor):
         return self.layout(input_ids)[2]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.image_grid_end is not None and input_ids.shape[1] < self.image_grid_end:
-            return scores[:, : self.image_vocab_size]  # every row is inside its image: only image ids are allowed
+        if scores.shape[-1] == self.image_vocab_size:
+            return scores  # the image-columns head: every row is inside its image, and every column is an image id
         device = scores.device
         is_image_id, is_text_id, is_real = (m.to(device) for m in (self.is_image_id, self.is_text_id, self.is_real))
         last_boi, filled, in_caption = self.layout(input_ids)
@@ -205,11 +229,20 @@ class CogViewLogitsProcessor(LogitsProcessor):
 
 
 class CogViewGuidanceTwins:
-    """Classifier-free guidance (MusicGen/Dia style): each row runs beside an unconditional twin, in one doubled
-    batch whose first half is the conditional rows. A twin is its row with the text replaced: `[ROI1] [BASE] [BOI1]`
-    right-aligned before the row's last `[BOI1]` (column `text_start`, found once in the prompt), padding before it,
-    then the same image tokens. The twins are rebuilt from the ids at every call (prefill, each chunk of a chunked
-    prefill, decode), so nothing is kept between steps; `ClassifierFreeGuidanceLogitsProcessor` combines the halves."""
+    """Classifier-free guidance, the whole protocol (MusicGen/Dia style, in one batch):
+
+    1. `generate` reads the scale (the caller's `guidance_scale`, else generation_config.json's), hands the library
+       `guidance_scale=1` (so it builds no guidance of its own) and passes the scale and each prompt row's
+       `text_start` (below) as model inputs.
+    2. `prepare_inputs_for_generation` doubles every call's batch with `double`: the rows, then their unconditional
+       twins. A twin is its row with the text replaced: `[ROI1] [BASE] [BOI1]` right-aligned before the row's last
+       `[BOI1]` (column `text_start`), padding before it, then the same image tokens. The twins are rebuilt from the
+       ids at every call (prefill, each chunk of a chunked prefill, decode), so nothing is kept between steps; the
+       cache holds both halves.
+    3. The model's forward, given `guidance_scale`, returns the rows' guided logits `combine`d from the two halves:
+       the logits processors, `output_scores` and `output_logits` see the caller's batch, as without guidance.
+    Outside the transformers versions this was tested with, `generate` uses the library's own (unbatched) guidance
+    instead, with the twins' prompt as `negative_prompt_ids`: the same distribution, two forwards per step."""
 
     def __init__(self, config: CogViewConfig):
         self.pad = config.pad_token_id
@@ -249,6 +282,20 @@ class CogViewGuidanceTwins:
             torch.cat([attention_mask, twin_mask]),
             torch.cat([position_ids.expand(len(input_ids), -1), twin_positions]),
         )
+
+    @staticmethod
+    def combine(logits: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+        """Doubled-batch logits [2B, ...] -> the rows' guided logits [B, ...]: uncond + scale * (cond - uncond), as
+        transformers' `ClassifierFreeGuidanceLogitsProcessor` combines them."""
+        conditional, unconditional = logits.chunk(2)
+        return unconditional + (conditional - unconditional) * guidance_scale
+
+    def negative_prompt(self, prompt_ids: torch.LongTensor, text_start: torch.LongTensor) -> tuple[torch.LongTensor, torch.LongTensor]:
+        """The twins of whole prompts [B, L] as `negative_prompt_ids` and their attention mask, for the library's
+        unbatched guidance (the fallback above)."""
+        mask = torch.ones_like(prompt_ids)
+        twins, twin_mask, _ = self.double(prompt_ids, mask, mask.cumsum(-1) - 1, text_start)
+        return twins[len(prompt_ids) :], twin_mask[len(prompt_ids) :]
 
 
 class CogViewProgressStreamer(BaseStreamer):
@@ -300,8 +347,11 @@ __all__ = [
     "CogViewLogitsProcessor",
     "CogViewProgressStreamer",
     "DrawingDefaults",
+    "IMAGE_COLUMNS_OPTIONS",
+    "TESTED_TRANSFORMERS",
     "last_position",
     "release_generation_config",
     "restarted_positions",
+    "runs_tested_transformers",
     "sampling_seed",
 ]
