@@ -132,6 +132,7 @@ def main():
     parser.add_argument("--compile", action="store_true", help="also time the static cache compiled with inductor (both models)")
     parser.add_argument("--candidates", type=int, default=16, help="samples per image of the timed drawing call (the default pipeline's 16)")
     parser.add_argument("--draw_rounds", type=int, default=1, help="timings of the drawing call (median reported)")
+    parser.add_argument("--variants", default=None, help="comma-separated row names to time (default: all)")
     parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "generation_vs_peers.json"))
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -141,6 +142,8 @@ def main():
     tables, models = {}, {}
     for dtype in dtypes:
         tables[dtype], models[dtype] = variants(dtype, args.compile)
+        if args.variants:  # a side run: only the named rows
+            tables[dtype] = {name: row for name, row in tables[dtype].items() if name in args.variants.split(",")}
     closures = {(d, name, b): make(b) for d, table in tables.items() for name, (make, _) in table.items() for b in batches}
     draws = {dtype: drawing_call(model, args.candidates) for dtype, model in models.items()}
     for key, generate in closures.items():  # warm-up (and compilation) outside the timed rounds
@@ -173,21 +176,25 @@ def main():
         for label, peer in (("vs_gpt2", GPT2_EAGER), ("vs_gpt2_compiled", GPT2_COMPILED)):
             if (peer, row["dtype"], row["batch"]) in speed:
                 row[label] = round(row["image_tokens_per_s"] / speed[(peer, row["dtype"], row["batch"])], 2)
-    guided_vs_unguided = {}
+    guided_vs_unguided = {}  # at the same batch, and against twice the rows (what a guided step runs)
     for (name, dtype, batch), value in speed.items():
-        if name.startswith("ours + guidance"):
-            unguided = speed[(name.replace(" + guidance 3", ""), dtype, batch)]
-            guided_vs_unguided[f"{name.removeprefix('ours + guidance 3 ')} {dtype} b{batch}"] = round(value / unguided, 2)
+        unguided = name.replace(" + guidance 3", "")
+        for label, unguided_batch in (("", batch), (" vs unguided 2x rows (0.5: the rows alone)", 2 * batch)):
+            if name.startswith("ours + guidance") and (unguided, dtype, unguided_batch) in speed:
+                ratio = value / speed[(unguided, dtype, unguided_batch)]
+                guided_vs_unguided[f"{name.removeprefix('ours + guidance 3 ')} {dtype} b{batch}{label}"] = round(ratio, 2)
     drawing = {
         str(dtype).removeprefix("torch."): {"median_s": round(statistics.median(v), 1), "all_rounds": [round(x, 1) for x in v]}
         for dtype, v in draw_seconds.items()
+        if v
     }
     result = {
         "benchmark": "generation_vs_peers",
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "copy_bandwidth_gb_per_s": round(bandwidth / 1e9, 1),
         "dims": {"layers": LAYERS, "hidden": HIDDEN, "heads": HEADS, "vocab": VOCAB, "image_tokens": GRID * GRID, "prompt": PROMPT},
-        "command": "python benchmarks/generation_vs_peers.py" + (" --compile" if args.compile else "") + f" --rounds {args.rounds}",
+        "command": "python benchmarks/generation_vs_peers.py" + (" --compile" if args.compile else "") + f" --rounds {args.rounds}"
+        + (f" --batches {args.batches} --variants '{args.variants}' --draw_rounds {args.draw_rounds}" if args.variants else ""),
         "results": rows,
         "guided_vs_unguided": guided_vs_unguided,
         "one_image_guided_best_of": {"candidates": args.candidates, "seconds": drawing},
@@ -195,7 +202,7 @@ def main():
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(result, indent=2))
     for row in rows:
-        print(f"| {row['variant']} | {row['dtype']} | {row['batch']} | {row['image_tokens_per_s']} | {row['vs_gpt2']}x | {row.get('vs_gpt2_compiled', '-')} | {row['fraction_of_floor']} |")
+        print(f"| {row['variant']} | {row['dtype']} | {row['batch']} | {row['image_tokens_per_s']} | {row.get('vs_gpt2', '-')}x | {row.get('vs_gpt2_compiled', '-')} | {row['fraction_of_floor']} |")
     print("guided / unguided:", guided_vs_unguided)
     print("one image, guided, best of", args.candidates, drawing)
     print(f"wrote {args.output}")

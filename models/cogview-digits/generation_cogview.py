@@ -233,7 +233,7 @@ class CogViewGuidanceTwins:
 
     1. `generate` reads the scale (the caller's `guidance_scale`, else generation_config.json's), hands the library
        `guidance_scale=1` (so it builds no guidance of its own) and passes the scale and each prompt row's
-       `text_start` (below) as model inputs.
+       `text_start` (below) as the model inputs `twin_guidance_scale` and `guidance_text_start`.
     2. `prepare_inputs_for_generation` doubles every call's batch with `double`: the rows, then their unconditional
        twins. A twin is its row with the text replaced: `[ROI1] [BASE] [BOI1]` right-aligned before the row's last
        `[BOI1]` (column `text_start`), padding before it, then the same image tokens. The twins are rebuilt from the
