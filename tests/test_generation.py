@@ -340,7 +340,7 @@ def seen_widths(model_and_processor):
 
     model, _ = model_and_processor
     seen = {"top_k": [], "image_columns": [], "changed_shape": []}
-    top_k, run_all = TopKLogitsWarper.__call__, LogitsProcessorList.__call__
+    top_k = TopKLogitsWarper.__call__
 
     def recording_top_k(warper, input_ids, scores):
         seen["top_k"].append(scores.clone())
