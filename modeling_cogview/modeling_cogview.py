@@ -443,6 +443,13 @@ def weighted_causal_lm_loss(
     return loss
 
 
+def rename_stored_vqvae_weights(module: nn.Module, state_dict: dict, prefix: str, *args):
+    """`load_state_dict` pre-hook: the stored name `vqvae.*` becomes the module's `model.vqvae.*` (from_pretrained does
+    the same through the registered conversion mapping)."""
+    for key in [k for k in state_dict if k.startswith(f"{prefix}vqvae.")]:
+        state_dict[f"{prefix}model.{key.removeprefix(prefix)}"] = state_dict.pop(key)
+
+
 class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
     """The base model (the transformer and its frozen VQ-VAE, when it has one) with tied output logits."""
 
@@ -460,6 +467,8 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self._keep_in_fp32_modules_strict = ["vqvae"] if self.model.vqvae is not None else []
         self.post_init()
+        # a folder's raw state dict (a Trainer resuming from a checkpoint reads one) names the VQ-VAE `vqvae.*`
+        self.register_load_state_dict_pre_hook(rename_stored_vqvae_weights)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """Also writes the code bundle (and names its pipelines in config.json), so the folder loads with
@@ -518,7 +527,8 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
         if candidates > 1:
             requested.num_return_sequences = (requested.num_return_sequences or 1) * candidates
 
-        prompt = inputs if inputs is not None else kwargs.get("input_ids")
+        # an id prompt is planned; embeddings (even beside ids, which they then replace) run as GenerationMixin runs them
+        prompt = None if kwargs.get("inputs_embeds") is not None else (inputs if inputs is not None else kwargs.get("input_ids"))
         processors = LogitsProcessorList(logits_processor or [])
         if not any(isinstance(p, CogViewLogitsProcessor) for p in processors):
             processors.insert(0, CogViewLogitsProcessor(self.config))  # before top-k, which then ranks allowed ids only
@@ -530,7 +540,7 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
             raise ValueError("guidance_scale does not work with beam search (num_beams > 1): use sampling or greedy")
         if "guidance_text_start" in kwargs or "negative_prompt_ids" not in kwargs:
             requested.guidance_scale = 1.0  # the library guides only on the twins as negative prompts (untested versions)
-        self._check_total_length(prompt, requested, kwargs)
+        self._check_total_length(self._total_length(prompt, requested, kwargs))
 
         if progress_bar or preview_callback is not None:
             streamer = CogViewProgressStreamer(
@@ -592,7 +602,7 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
                 if runs_tested_transformers():
                     kwargs["twin_guidance_scale"], kwargs["guidance_text_start"] = float(requested.guidance_scale), text_start
                     if requested.cache_implementation in ("static", "offloaded_static"):  # sized for the doubled batch
-                        length = prompt.shape[1] + requested.max_new_tokens if requested.max_new_tokens else requested.max_length
+                        length = max(self._total_length(prompt, requested, kwargs), requested.max_cache_len or 0)
                         kwargs["cache"] = StaticCache(self.config, length, offloading=requested.cache_implementation != "static")
                         requested.cache_implementation = None
                 else:
@@ -643,19 +653,25 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
             return max(1, min(caption_length, self.config.longest_sequence - prompt_length))
         return None
 
-    def _check_total_length(self, prompt: torch.Tensor | None, requested: GenerationConfig, kwargs: dict):
-        """The whole sequence must fit the learned positions (or a super-resolution model's longest sequence)."""
+    def _total_length(self, prompt: torch.Tensor | None, requested: GenerationConfig, kwargs: dict) -> int:
+        """The length the whole sequence will reach, counted as GenerationMixin counts it: prompt + `max_new_tokens`;
+        else `max_length` (the total, also for an embeddings prompt); else its default of 20 new tokens, capped at
+        `max_position_embeddings`."""
         embeds = kwargs.get("inputs_embeds")
         prompt_length = embeds.shape[1] if embeds is not None else (prompt.shape[1] if prompt is not None else 0)
         if requested.max_new_tokens is not None:
-            new_tokens = requested.max_new_tokens
-        else:  # max_length counts the prompt's ids (not its embeddings), as GenerationMixin counts it
-            new_tokens = (requested.max_length or 20) - (prompt_length if embeds is None else 0)
-        if prompt_length + new_tokens > self.config.longest_sequence:
+            return prompt_length + requested.max_new_tokens
+        if requested.max_length is not None:
+            return requested.max_length
+        return min(prompt_length + 20, self.config.max_position_embeddings)
+
+    def _check_total_length(self, total_length: int):
+        """The whole sequence must fit the learned positions (or a super-resolution model's longest sequence)."""
+        if total_length > self.config.longest_sequence:
             limit = "max_sequence_length" if self.config.max_sequence_length else "max_position_embeddings"
             raise ValueError(
-                f"a prompt of {prompt_length} tokens plus {new_tokens} new ones exceeds "
-                f"{limit} ({self.config.longest_sequence}); shorten the prompt or generate fewer tokens"
+                f"a prompt plus its new tokens reaches {total_length} tokens, more than {limit} "
+                f"({self.config.longest_sequence}); shorten the prompt or generate fewer tokens"
             )
 
     @torch.no_grad()
@@ -890,7 +906,9 @@ class CogViewForCausalLM(CogViewPreTrainedModel, GenerationMixin):
 # save_pretrained writes auto_map, so a saved folder names its classes for remote code
 CogViewForCausalLM.register_for_auto_class("AutoModelForCausalLM")
 # The VQ-VAE lives in the base model; folders keep its weights as `vqvae.*` (as every folder saved before the move
-# has them): renamed at load, and back at save
-register_checkpoint_conversion_mapping("CogViewForCausalLM", [WeightRenaming(r"^vqvae\.", "model.vqvae.")], overwrite=True)
+# has them): renamed at load, and back at save, for the head and any subclass of it (by model type); the base model
+# itself names them `vqvae.*` already
+register_checkpoint_conversion_mapping("cogview", [WeightRenaming(r"^vqvae\.", "model.vqvae.")], overwrite=True)
+register_checkpoint_conversion_mapping("CogViewModel", [], overwrite=True)
 
 __all__ = ["CogViewForCausalLM", "CogViewLayerNorm", "CogViewModel", "CogViewPreTrainedModel"]

@@ -491,3 +491,59 @@ def test_compiled_static_cache_generation_has_no_graph_break_and_equals_eager(mo
     guided_eager = model.generate(**inputs, do_sample=False, guidance_scale=3.0, cache_implementation="static")
     guided = model.generate(**inputs, do_sample=False, guidance_scale=3.0, cache_implementation="static", compile_config=compile_config)
     assert torch.equal(guided_eager, guided)
+
+
+def test_the_whole_length_is_checked_as_generate_counts_it(model_and_processor):
+    """prompt + max_new_tokens; else max_length (the total, also for embeddings); else transformers' default 20 new
+    tokens. Too long is refused before any compute; what fits runs."""
+    from transformers import GenerationConfig
+
+    model, processor = model_and_processor
+    positions = model.config.max_position_embeddings
+    inputs = processor(text=PROMPTS)
+    length = inputs["input_ids"].shape[1]
+    calls = []
+    hook = model.register_forward_hook(lambda *args: calls.append(1))
+    saved = model.generation_config
+    try:
+        with pytest.raises(ValueError, match="max_position_embeddings"):
+            model.generate(**inputs, max_new_tokens=positions - length + 1)
+        model.generation_config = GenerationConfig()  # no max_new_tokens of the folder's to take precedence
+        with pytest.raises(ValueError, match="max_position_embeddings"):
+            model.generate(**inputs, generation_config=GenerationConfig(do_sample=False, max_length=positions + 1))
+    finally:
+        hook.remove()
+        model.generation_config = saved
+    assert not calls
+    embeds = model.get_input_embeddings()(inputs["input_ids"])
+    model.generation_config = GenerationConfig()
+    try:
+        out = model.generate(inputs_embeds=embeds, attention_mask=inputs["attention_mask"], max_length=positions, do_sample=False)
+    finally:
+        model.generation_config = saved
+    assert out.shape == (2, positions - length)  # max_length counts the embeddings too
+    # embeddings beside ids run as embeddings, and a folder's guidance (for id prompts) stays out of their way
+    model.generation_config.guidance_scale = 3.0
+    try:
+        out = model.generate(input_ids=inputs["input_ids"], inputs_embeds=embeds, attention_mask=inputs["attention_mask"], max_new_tokens=4)
+    finally:
+        model.generation_config.guidance_scale = None
+    assert out.shape == (2, length + 4)
+
+
+def test_a_guided_static_cache_is_sized_whatever_sets_the_length(model_and_processor):
+    from transformers import GenerationConfig
+
+    model, processor = model_and_processor
+    inputs = processor(text=PROMPTS)
+    guided = model.generate(**inputs, guidance_scale=3.0, do_sample=False)
+    for config in (GenerationConfig(guidance_scale=3.0, do_sample=False, cache_implementation="static", max_new_tokens=16),
+                   GenerationConfig(guidance_scale=3.0, do_sample=False, cache_implementation="static", max_cache_len=90, max_new_tokens=16)):  # fmt: skip
+        assert torch.equal(model.generate(**inputs, generation_config=config), guided)
+    saved = model.generation_config
+    model.generation_config = GenerationConfig()  # nothing sets a length: transformers' default 20 new tokens
+    try:
+        out = model.generate(**inputs, generation_config=GenerationConfig(guidance_scale=3.0, do_sample=False, cache_implementation="static"))
+    finally:
+        model.generation_config = saved
+    assert out.shape[1] == min(inputs["input_ids"].shape[1] + 20, model.config.max_position_embeddings)
