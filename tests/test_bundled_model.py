@@ -104,6 +104,7 @@ def test_bundled_lora_adapter_draws_blocky_digits_loaded_either_way(real_style_c
 SR_MODEL = BUNDLED.parent / "cogview-digits-sr"
 
 
+@pytest.mark.slow  # 16 s: both SR tasks on real digits (the quick set keeps the SR model's code and card checks)
 def test_bundled_sr_model_doubles_real_digits_that_stay_readable(real_digit_classifier):
     """Held-out-style real digits at 32 px become 64 px by magnify (and 16 px become 32 px by the low-level task)
     and still read as themselves."""
